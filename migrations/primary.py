@@ -1,0 +1,203 @@
+"""Schema of the primary's database (shared by both members of the active/passive pair)."""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from ._sql import run_script
+
+migrations = Migrations("siteserver-primary")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    run_script(
+        db,
+        """
+-- Accounts hold money; a user has one personal account, shared accounts have members.
+CREATE TABLE accounts (
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('personal', 'shared')),
+  name TEXT NOT NULL,
+  balance_cents INTEGER NOT NULL DEFAULT 0,
+  restricted INTEGER NOT NULL CHECK (restricted IN (0, 1)),
+  overdraft_cents INTEGER NOT NULL DEFAULT 0 CHECK (overdraft_cents >= 0),
+  created_at TEXT NOT NULL,
+  closed_at TEXT
+);
+CREATE UNIQUE INDEX accounts_open_name ON accounts(kind, name) WHERE closed_at IS NULL;
+
+CREATE TABLE users (
+  username TEXT PRIMARY KEY,
+  account_id INTEGER NOT NULL UNIQUE REFERENCES accounts(id),
+  full_name TEXT NOT NULL DEFAULT '',
+  email TEXT,
+  password_hash TEXT,
+  pin_hash TEXT,
+  id_number_hash TEXT UNIQUE,
+  disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+
+-- Card numbers only as keyed hashes.
+CREATE TABLE user_cards (
+  card_hash TEXT PRIMARY KEY,
+  username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE
+);
+CREATE INDEX user_cards_user ON user_cards(username);
+
+CREATE TABLE shared_account_members (
+  account_id INTEGER NOT NULL REFERENCES accounts(id),
+  username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+  PRIMARY KEY (account_id, username)
+);
+CREATE INDEX shared_account_members_user ON shared_account_members(username);
+
+-- The ledger: one immutable row per applied txn_id; a balance is the sum of its rows.
+CREATE TABLE ledger (
+  seq INTEGER PRIMARY KEY,
+  txn_id TEXT NOT NULL UNIQUE,
+  account_id INTEGER NOT NULL REFERENCES accounts(id),
+  amount_cents INTEGER NOT NULL,
+  balance_after_cents INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  origin_site TEXT,
+  occurred_at TEXT NOT NULL,
+  applied_at TEXT NOT NULL,
+  flags TEXT NOT NULL DEFAULT '[]',
+  ref TEXT,
+  comment TEXT,
+  epoch INTEGER NOT NULL
+);
+CREATE INDEX ledger_account ON ledger(account_id, seq);
+CREATE INDEX ledger_origin ON ledger(origin_site, seq);
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+BEGIN SELECT RAISE(ABORT, 'ledger rows are immutable'); END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+BEGIN SELECT RAISE(ABORT, 'ledger rows are immutable'); END;
+
+CREATE TABLE printers (
+  name TEXT PRIMARY KEY,
+  site_id TEXT NOT NULL,
+  color INTEGER NOT NULL CHECK (color IN (0, 1)),
+  duplex INTEGER NOT NULL CHECK (duplex IN (0, 1)),
+  hold INTEGER NOT NULL CHECK (hold IN (0, 1)),
+  mono_page_cents INTEGER NOT NULL CHECK (mono_page_cents >= 0),
+  color_page_cents INTEGER NOT NULL CHECK (color_page_cents >= 0),
+  duplex_discount_pct INTEGER NOT NULL DEFAULT 0 CHECK (duplex_discount_pct BETWEEN 0 AND 100),
+  scan_page_cents INTEGER NOT NULL DEFAULT 0 CHECK (scan_page_cents >= 0),
+  fax_page_cents INTEGER NOT NULL DEFAULT 0 CHECK (fax_page_cents >= 0),
+  created_at TEXT NOT NULL
+);
+CREATE INDEX printers_site ON printers(site_id);
+
+CREATE TABLE sites (
+  site_id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  enrollment_token_hash TEXT UNIQUE,
+  public_key TEXT,
+  enrolled_at TEXT,
+  disabled INTEGER NOT NULL DEFAULT 0,
+  last_contact_at TEXT,
+  reported_mode TEXT,
+  journal_backlog INTEGER,
+  created_at TEXT NOT NULL
+);
+
+CREATE TABLE findme_queues (
+  site_id TEXT NOT NULL REFERENCES sites(site_id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  PRIMARY KEY (site_id, name)
+);
+CREATE TABLE findme_members (
+  site_id TEXT NOT NULL,
+  queue_name TEXT NOT NULL,
+  printer TEXT NOT NULL REFERENCES printers(name),
+  PRIMARY KEY (site_id, queue_name, printer),
+  FOREIGN KEY (site_id, queue_name) REFERENCES findme_queues(site_id, name) ON DELETE CASCADE
+);
+
+-- Machine credentials: only SHA-256 digests of high-entropy tokens.
+CREATE TABLE devices (
+  device_id TEXT PRIMARY KEY,
+  printer TEXT NOT NULL REFERENCES printers(name),
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE providers (
+  provider_id TEXT PRIMARY KEY,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE provider_printers (
+  provider_id TEXT NOT NULL REFERENCES providers(provider_id) ON DELETE CASCADE,
+  printer TEXT NOT NULL REFERENCES printers(name),
+  PRIMARY KEY (provider_id, printer)
+);
+
+-- Print jobs as the provider submitted them, and what became of them.
+CREATE TABLE jobs (
+  job_id TEXT PRIMARY KEY,
+  request_digest TEXT NOT NULL,
+  username TEXT NOT NULL,
+  queue TEXT NOT NULL,
+  site_id TEXT,
+  findme INTEGER NOT NULL,
+  document_name TEXT NOT NULL,
+  pages INTEGER NOT NULL,
+  copies INTEGER NOT NULL,
+  color INTEGER NOT NULL,
+  duplex INTEGER NOT NULL,
+  client TEXT,
+  submitted_at TEXT NOT NULL,
+  action TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT,
+  txn_id TEXT NOT NULL UNIQUE,
+  printer TEXT,
+  grayscale INTEGER,
+  cost_cents INTEGER,
+  account_id INTEGER REFERENCES accounts(id),
+  balance_after_cents INTEGER,
+  released_at TEXT,
+  released_by_device TEXT,
+  pages_printed INTEGER,
+  printed_at TEXT,
+  expired_at TEXT
+);
+CREATE INDEX jobs_user_status ON jobs(username, status);
+CREATE INDEX jobs_printer_status ON jobs(printer, status);
+CREATE INDEX jobs_status_submitted ON jobs(status, submitted_at);
+
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- The active/passive guard: one lease row (holder + epoch = fencing token), one row per member.
+CREATE TABLE ha_lease (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  holder_uuid TEXT,
+  epoch INTEGER NOT NULL,
+  beat INTEGER NOT NULL,
+  renewed_at TEXT
+);
+INSERT INTO ha_lease (id, holder_uuid, epoch, beat) VALUES (1, NULL, 0, 0);
+CREATE TABLE ha_members (
+  server_uuid TEXT PRIMARY KEY,
+  instance_id TEXT NOT NULL,
+  host_id TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  role TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  seen_at TEXT NOT NULL,
+  beat INTEGER NOT NULL DEFAULT 0
+);
+
+-- The default offline policies charge this account, so it exists from the start.
+INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, created_at)
+VALUES ('shared', 'Offline Account', 0, 0, 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+""",
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from siteserver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""Every error leaves as JSON `{"error", "detail"}` with a fitting 4xx; a 5xx is always a bug."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from siteserver.domain import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    LockedOut,
+    NotActive,
+    NotFound,
+    Unauthorized,
+)
+
+log = logging.getLogger("siteserver.api")
+
+STATUS = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    Unauthorized: 401,
+    Forbidden: 403,
+    LockedOut: 429,
+    NotActive: 503,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "locked_out",
+    503: "not_active",
+}
+
+
+def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:10]:
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        msg = "unknown field" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        headers = None
+        if isinstance(exc, LockedOut):
+            headers = {"Retry-After": str(max(1, round(exc.retry_after_secs)))}
+        return error(status, exc.code, exc.detail, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, "invalid_request", _validation_detail(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error(500, "internal_error", "internal error (a bug): see the server log")

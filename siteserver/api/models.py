@@ -1,0 +1,353 @@
+"""Wire models of CONTRACT.md. Every request model forbids unknown fields (422, not silence)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from siteserver.domain.money import MAX_AMOUNT_CENTS, MAX_PAGE_PRICE_CENTS
+
+NAME_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
+IDENT_PATTERN = r"^[A-Za-z0-9._-]+$"
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENT_PATTERN)]
+Text = Annotated[str, Field(max_length=512, pattern=r"^[^\x00]*$")]
+Cents = Annotated[int, Field(ge=-MAX_AMOUNT_CENTS, le=MAX_AMOUNT_CENTS)]
+NonNegCents = Annotated[int, Field(ge=0, le=MAX_AMOUNT_CENTS)]
+PagePrice = Annotated[int, Field(ge=0, le=MAX_PAGE_PRICE_CENTS)]
+Pages = Annotated[int, Field(ge=1, le=100_000)]
+Password = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+Pin = Annotated[str, Field(min_length=4, max_length=16, pattern=r"^[0-9]+$")]
+CardNumber = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Email = Annotated[str, Field(max_length=254, pattern=r"^[^\s@\x00]+@[^\s@\x00]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
+
+
+# -- users and accounts ------------------------------------------------------------------------
+
+
+class UserCreate(Strict):
+    username: Name
+    full_name: Annotated[str, Field(max_length=256, pattern=r"^[^\x00]*$")] | None = None
+    email: Email | None = None
+    password: Password | None = None
+    pin: Pin | None = None
+    card_numbers: Annotated[list[CardNumber], Field(max_length=20)] | None = None
+    id_number: CardNumber | None = None
+    balance_cents: Cents = 0
+    restricted: bool = True
+    overdraft_cents: NonNegCents = 0
+
+
+class UserPatch(Strict):
+    """Any field of the create call (but the username), plus `disabled`. An explicit null clears
+    an optional field (email, password, PIN, ID number)."""
+
+    full_name: Annotated[str, Field(max_length=256, pattern=r"^[^\x00]*$")] | None = None
+    email: Email | None = None
+    password: Password | None = None
+    pin: Pin | None = None
+    card_numbers: Annotated[list[CardNumber], Field(max_length=20)] | None = None
+    id_number: CardNumber | None = None
+    balance_cents: Cents | None = None
+    restricted: bool | None = None
+    overdraft_cents: NonNegCents | None = None
+    disabled: bool | None = None
+
+
+class UserOut(BaseModel):
+    username: str
+    full_name: str
+    email: str | None
+    balance_cents: int
+    restricted: bool
+    overdraft_cents: int
+    disabled: bool
+
+
+class AdjustmentIn(Strict):
+    txn_id: uuid.UUID
+    amount_cents: Cents
+    comment: Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")] = ""
+
+
+class AdjustmentOut(BaseModel):
+    txn_id: uuid.UUID
+    status: Literal["applied", "duplicate"]
+    balance_cents: int
+
+
+class SharedAccountCreate(Strict):
+    name: Name
+    balance_cents: Cents = 0
+    restricted: bool = False
+    overdraft_cents: NonNegCents = 0
+    members: Annotated[list[Name], Field(max_length=10_000)] = []
+
+
+class SharedAccountOut(BaseModel):
+    name: str
+    balance_cents: int
+    restricted: bool
+    overdraft_cents: int
+    members: list[str]
+
+
+# -- printers, sites, machines -----------------------------------------------------------------
+
+
+class CostIn(Strict):
+    mono_page_cents: PagePrice
+    color_page_cents: PagePrice
+    duplex_discount_pct: Annotated[int, Field(ge=0, le=100)] = 0
+    scan_page_cents: PagePrice = 0
+    fax_page_cents: PagePrice = 0
+
+
+class PrinterCreate(Strict):
+    name: Name
+    site_id: Ident
+    color: bool
+    duplex: bool
+    hold: bool
+    cost: CostIn
+
+
+class PrinterOut(BaseModel):
+    name: str
+    site_id: str
+    color: bool
+    duplex: bool
+    hold: bool
+    cost: CostIn
+
+
+class FindMeQueueIn(Strict):
+    name: Name
+    printers: Annotated[list[Name], Field(min_length=1, max_length=200)]
+
+
+class SiteCreate(Strict):
+    site_id: Ident
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    findme_queues: Annotated[list[FindMeQueueIn], Field(max_length=100)] = []
+
+
+class SiteCreated(BaseModel):
+    site_id: str
+    enrollment_token: str
+
+
+class FindMeQueueOut(BaseModel):
+    name: str
+    printers: list[str]
+
+
+class SiteOut(BaseModel):
+    site_id: str
+    name: str
+    enrolled: bool
+    enrolled_at: str | None
+    disabled: bool
+    last_contact_at: str | None
+    mode: str | None
+    journal_backlog: int | None
+    findme_queues: list[FindMeQueueOut]
+
+
+class SitesOut(BaseModel):
+    sites: list[SiteOut]
+
+
+class DeviceCreate(Strict):
+    device_id: Ident
+    printer: Name
+
+
+class DeviceCreated(BaseModel):
+    device_id: str
+    token: str
+
+
+class ProviderCreate(Strict):
+    provider_id: Ident
+    printers: Annotated[list[Name], Field(min_length=1, max_length=1000)]
+
+
+class ProviderCreated(BaseModel):
+    provider_id: str
+    token: str
+
+
+class TransactionOut(BaseModel):
+    txn_id: str
+    seq: int
+    account: str
+    amount_cents: int
+    kind: str
+    origin_site: str | None
+    occurred_at: str
+    applied_at: str
+    flags: list[str]
+    balance_after_cents: int
+    ref: str | None
+    comment: str | None
+
+
+class TransactionsOut(BaseModel):
+    transactions: list[TransactionOut]
+    next_seq: int
+
+
+# -- device API --------------------------------------------------------------------------------
+
+Mode = Literal["online", "offline", "reconciling"]
+
+
+class LoginIn(Strict):
+    """One of: {card_number}, {username, password}, {username, pin}, {id_number, pin?}."""
+
+    card_number: CardNumber | None = None
+    username: Name | None = None
+    password: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    pin: Annotated[str, Field(min_length=1, max_length=16)] | None = None
+    id_number: CardNumber | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> LoginIn:
+        given = {k for k in ("card_number", "username", "password", "pin", "id_number") if getattr(self, k) is not None}
+        allowed = [{"card_number"}, {"username", "password"}, {"username", "pin"}, {"id_number"}, {"id_number", "pin"}]
+        if given not in allowed:
+            raise ValueError(
+                "give exactly one of: {card_number}, {username, password}, {username, pin}, {id_number, pin?}"
+            )
+        return self
+
+
+class LoginOut(BaseModel):
+    session_id: str
+    username: str
+    full_name: str
+    balance_cents: int
+    restricted: bool
+    shared_accounts: list[str]
+    mode: Mode
+
+
+class HeldJobOut(BaseModel):
+    job_id: str
+    document_name: str
+    pages: int
+    copies: int
+    color: bool
+    duplex: bool
+    queue: str
+    submitted_at: str
+    cost_cents: int
+
+
+class HeldJobsOut(BaseModel):
+    jobs: list[HeldJobOut]
+    mode: Mode
+
+
+class ReleaseIn(Strict):
+    job_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=100)]
+    account: Name | None = None
+
+
+class ReleaseResultOut(BaseModel):
+    job_id: str
+    status: Literal["released", "denied", "not_found"]
+    reason: str | None = None
+    cost_cents: int
+    balance_cents: int
+
+
+class ReleaseOut(BaseModel):
+    results: list[ReleaseResultOut]
+    mode: Mode
+
+
+class UsageIn(Strict):
+    txn_id: uuid.UUID
+    kind: Literal["copy", "scan", "fax"]
+    pages: Pages
+    color: bool
+    duplex: bool = False
+    account: Name | None = None
+
+
+class UsageOut(BaseModel):
+    txn_id: str
+    status: Literal["charged"]
+    cost_cents: int
+    balance_cents: int
+    mode: Mode
+
+
+class LogoutOut(BaseModel):
+    status: Literal["logged_out"]
+
+
+# -- print provider API ------------------------------------------------------------------------
+
+
+class JobIn(Strict):
+    job_id: uuid.UUID
+    username: Name
+    queue: Name
+    document_name: Text
+    pages: Pages
+    copies: Annotated[int, Field(ge=1, le=1000)]
+    color: bool
+    duplex: bool
+    client: Annotated[str, Field(max_length=256, pattern=r"^[^\x00]*$")] | None = None
+
+
+class JobOut(BaseModel):
+    job_id: str
+    action: Literal["hold", "print", "deny"]
+    reason: str | None = None
+    cost_cents: int | None = None
+
+
+class ReleaseItemOut(BaseModel):
+    job_id: str
+    printer: str
+    grayscale: bool
+
+
+class ReleasesOut(BaseModel):
+    releases: list[ReleaseItemOut]
+
+
+class PrintedIn(Strict):
+    pages_printed: Annotated[int, Field(ge=0, le=100_000_000)]
+
+
+class PrintedOut(BaseModel):
+    job_id: str
+    status: Literal["printed"]
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+class PrimaryHealthOut(BaseModel):
+    status: str
+    role: str
+    server_uuid: str | None = None
+    epoch: int | None = None
+    disk_free_mb: int | None = None

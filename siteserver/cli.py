@@ -1,0 +1,63 @@
+"""`siteserver` command line (also `python -m siteserver`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from siteserver.config import ConfigError, PrimaryConfig, load_config
+
+
+def _primary_run(args: argparse.Namespace) -> int:
+    from siteserver.primary import run
+
+    config = load_config(args.config)
+    if not isinstance(config, PrimaryConfig):
+        raise ConfigError(f"{args.config}: role is {config.role!r}; `primary run` needs role = \"primary\"")
+    return run(config)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from siteserver.demo import run_demo
+
+    return run_demo(directory=args.dir, port=args.port, check=args.check)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="siteserver",
+        description="Branch-office site server for print management, and its reference primary.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    primary = sub.add_parser("primary", help="the primary application server")
+    psub = primary.add_subparsers(dest="action", required=True, metavar="ACTION")
+    prun = psub.add_parser("run", help="run one primary application server")
+    prun.add_argument("--config", required=True, metavar="FILE", help="primary TOML configuration")
+    prun.set_defaults(func=_primary_run)
+
+    demo = sub.add_parser("demo", help="a primary with sample data on loopback, in one command")
+    demo.add_argument("--dir", default=None, help="keep the demo's files here (default: a new temp dir)")
+    demo.add_argument("--port", type=int, default=9191, help="primary port (next free one if taken)")
+    demo.add_argument(
+        "--check", action="store_true", help="set up, check a login works, print, stop (for scripts)"
+    )
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as e:
+        print(f"siteserver: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

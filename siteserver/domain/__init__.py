@@ -1,0 +1,59 @@
+"""The domain core both roles share: money, pricing, credentials, policies, held jobs, ledger rules.
+
+Nothing here knows about HTTP or SQL, so the rules are tested without a server.
+"""
+
+from .credentials import Lockout, SecretHasher, new_token, same_secret, token_digest
+from .errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    LockedOut,
+    NotActive,
+    NotFound,
+    Unauthorized,
+)
+from .jobs import JobStatus, QueueTarget, is_expired, releasable_at, resolve_queue
+from .ledger import AccountState, Enforcement, Verdict, authorize
+from .money import MAX_AMOUNT_CENTS, format_cents, percent_of
+from .policies import DEFAULT_POLICIES, OfflinePolicies
+from .sessions import Session, SessionRegistry
+from .pricing import CostModel, PrinterModel, Quote, quote_print, quote_usage
+
+__all__ = [
+    "DEFAULT_POLICIES",
+    "MAX_AMOUNT_CENTS",
+    "AccountState",
+    "Conflict",
+    "CostModel",
+    "DomainError",
+    "Enforcement",
+    "Forbidden",
+    "Invalid",
+    "JobStatus",
+    "LockedOut",
+    "Lockout",
+    "NotActive",
+    "NotFound",
+    "OfflinePolicies",
+    "PrinterModel",
+    "QueueTarget",
+    "Quote",
+    "SecretHasher",
+    "Session",
+    "SessionRegistry",
+    "Unauthorized",
+    "Verdict",
+    "authorize",
+    "format_cents",
+    "is_expired",
+    "new_token",
+    "percent_of",
+    "quote_print",
+    "quote_usage",
+    "releasable_at",
+    "resolve_queue",
+    "same_secret",
+    "token_digest",
+]

@@ -1,0 +1,47 @@
+"""The ledger's rules: who may spend what. Pure functions; the stores apply them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Enforcement(str, Enum):
+    """How a charge meets a restricted account's limit."""
+
+    AUTHORIZE = "authorize"  # refuse if it would take a restricted account below its limit
+    FACT = "fact"  # already happened (a copy, a merge of offline usage): always charged
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    balance_cents: int
+    restricted: bool
+    overdraft_cents: int = 0
+
+    @property
+    def spendable_cents(self) -> int | None:
+        """How much may still be spent, or None when there is no limit."""
+        if not self.restricted:
+            return None
+        return self.balance_cents + self.overdraft_cents
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str | None = None
+
+
+def authorize(account: AccountState, amount_cents: int, enforcement: Enforcement) -> Verdict:
+    """May `amount_cents` (negative = a charge) be applied to `account`?
+
+    A restricted account never goes below -overdraft_cents through an authorized charge;
+    credits and facts always apply.
+    """
+    if enforcement is Enforcement.FACT or amount_cents >= 0:
+        return Verdict(True)
+    spendable = account.spendable_cents
+    if spendable is None or spendable + amount_cents >= 0:
+        return Verdict(True)
+    return Verdict(False, "insufficient balance")

@@ -1,0 +1,160 @@
+"""Start role processes the way an admin does (`siteserver … run --config`), wait for them, stop
+them politely or with SIGKILL. Used by the demo, the tests and the benchmarks alike."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+
+def free_port(preferred: int | None = None) -> int:
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, values: dict[str, Any]) -> Path:
+    """A TOML file from a dict whose dict values are sections."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {toml_value(vv)}" for kk, vv in v.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)  # it holds tokens
+    return path
+
+
+@dataclass
+class RoleProcess:
+    """One `siteserver <role> run --config FILE` process with its log file."""
+
+    role: str
+    config: Path
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RoleProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "siteserver", self.role, "run", "--config", str(self.config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        """Until the port answers HTTP at all (a passive member answers too, with 503)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.role} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                httpx.get(self.url + "/api/health/application-server/status", timeout=0.5)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise TimeoutError(f"{self.role} on port {self.port} did not listen: {self.log_tail()}")
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no lease released — the way machines really die."""
+        self.signal(signal.SIGKILL)
+        self.wait()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.wait()
+
+    def wait(self, timeout: float | None = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        code = self.proc.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+
+def primary_config(
+    directory: Path,
+    *,
+    name: str,
+    database: Path,
+    port: int,
+    admin_token: str,
+    health_key: str,
+    guard: bool = False,
+    fail_over_interval_secs: float = 30,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    values: dict[str, Any] = {
+        "role": "primary",
+        "data_dir": str(directory / name),
+        "database": str(database),
+        "listen": f"127.0.0.1:{port}",
+        "admin_token": admin_token,
+        "health_key": health_key,
+        **(extra or {}),
+        "high-availability-guard": {
+            "enabled": guard,
+            "fail-over-interval-secs": fail_over_interval_secs,
+        },
+    }
+    return write_config(directory / f"{name}.toml", values)
+
+
+def health_url(base: str, key: str, threshold_mb: int = 1) -> str:
+    return f"{base}/api/health/application-server/status?disk-threshold-mb={threshold_mb}&Authorization={key}"

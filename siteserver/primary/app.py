@@ -1,0 +1,151 @@
+"""The primary application server: the FastAPI app and the process that runs it."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import uvicorn
+from apscheduler.schedulers.background import BackgroundScheduler
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from migrations.primary import migrations
+from siteserver import logs
+from siteserver.api import device, errors, health, primary_admin, provider
+from siteserver.config import PrimaryConfig
+from siteserver.domain import Lockout, SecretHasher, SessionRegistry
+from siteserver.keys import load_or_create_pepper, load_or_create_token
+from siteserver.store import Database
+
+from .guard import DuplicateServer, Guard, load_server_uuid
+from .service import PrimaryService
+
+log = logging.getLogger("siteserver.primary")
+
+EXIT_DUPLICATE_UUID = 3
+
+
+class ActiveOnly:
+    """A passive member answers only its health URL; everything else gets a clear 503."""
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.guard.is_active() and not scope["path"].startswith("/api/health/"):
+            response = JSONResponse(
+                {
+                    "error": "not_active",
+                    "detail": "this application server is passive; send requests to the active "
+                    "member (through the load balancer)",
+                },
+                status_code=503,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class PrimaryServer:
+    """Everything one primary process owns: database, guard, service, scheduler."""
+
+    def __init__(self, config: PrimaryConfig) -> None:
+        self.config = config
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.admin_token = load_or_create_token(data_dir / "admin.token", config.admin_token)
+        self.health_key = load_or_create_token(data_dir / "health.key", config.health_key)
+        self.server_uuid = load_server_uuid(data_dir)
+        self.db = Database(config.database)
+        self.db.open(migrations)
+        self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
+        self.guard = Guard(self.db, self.server_uuid, config.high_availability_guard, on_activate=self._activate)
+        self.service = PrimaryService(
+            db=self.db,
+            hasher=SecretHasher(load_or_create_pepper(config.secrets_path)),
+            epoch_of=lambda: self.guard.epoch,
+            lockout=Lockout(),
+            sessions=SessionRegistry(),
+            hashing=self.hashing,
+        )
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)
+
+    def _activate(self) -> None:
+        """Reaching 'running' after a takeover: the schema must be what this code expects."""
+        pending = self.db.read_sync(lambda db: [m.name for m in migrations.pending(db)])
+        if pending:
+            raise RuntimeError(f"database has unapplied migrations: {pending}")
+
+    def _expire_holds(self) -> None:
+        if self.guard.is_active():
+            n = self.service.expire_held_jobs()
+            if n:
+                log.info("expired %d held job(s) past the hold timeout", n)
+
+    def start(self) -> None:
+        self.guard.start()  # raises DuplicateServer for a live clone
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        self.guard.stop()
+        self.hashing.shutdown(wait=False)
+        self.db.close()
+
+    def app(self) -> FastAPI:
+        app = FastAPI(
+            title="siteserver primary",
+            version="1",
+            description="The primary application server: administration, device and print provider "
+            "APIs, health for the load balancer. See CONTRACT.md.",
+        )
+        app.state.config = self.config
+        app.state.admin_token = self.admin_token
+        app.state.health_key = self.health_key
+        app.state.guard = self.guard
+        app.state.backend = self.service
+        errors.install(app)
+        for r in (health.router, primary_admin.router, device.router, provider.router):
+            app.include_router(r)
+        app.add_middleware(ActiveOnly, guard=self.guard)
+        return app
+
+
+def run(config: PrimaryConfig) -> int:
+    """`siteserver primary run`: serve until SIGTERM/SIGINT; exit 3 on a duplicate server.uuid."""
+    log_config = logs.setup(config.log_level)
+    server = PrimaryServer(config)
+    try:
+        server.start()
+    except DuplicateServer:
+        server.stop()
+        return EXIT_DUPLICATE_UUID
+    log.info(
+        "primary %s listening on %s (guard %s, data_dir %s)",
+        server.server_uuid, config.listen,
+        "enabled" if config.high_availability_guard.enabled else "disabled", config.data_dir,
+    )
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            server.app(),
+            host=config.host,
+            port=config.port,
+            log_config=log_config,
+            access_log=config.access_log,
+            timeout_graceful_shutdown=5,
+            lifespan="off",
+        )
+    )
+    try:
+        uv.run()
+    finally:
+        server.stop()
+    return 0 if uv.started else 1
+
+
+__all__ = ["EXIT_DUPLICATE_UUID", "PrimaryServer", "run"]

@@ -1,0 +1,1 @@
+"""What only the site does (mode machine, WAN monitor, takeover): arrives with the site issue."""

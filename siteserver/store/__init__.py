@@ -1,0 +1,5 @@
+"""SQLite access for both roles. One module per aggregate; `Database` owns every connection."""
+
+from .db import Database, connect
+
+__all__ = ["Database", "connect"]

@@ -1,0 +1,241 @@
+"""Users, their credentials (hashes only), personal and shared accounts, memberships."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from siteserver.domain import Conflict, Invalid, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user as the device API needs it (hashes included: never sent anywhere)."""
+
+    username: str
+    full_name: str
+    email: str | None
+    account_id: int
+    balance_cents: int
+    restricted: bool
+    overdraft_cents: int
+    disabled: bool
+    password_hash: str | None
+    pin_hash: str | None
+
+    def public(self) -> dict[str, object]:
+        return {
+            "username": self.username,
+            "full_name": self.full_name,
+            "email": self.email,
+            "balance_cents": self.balance_cents,
+            "restricted": self.restricted,
+            "overdraft_cents": self.overdraft_cents,
+            "disabled": self.disabled,
+        }
+
+
+_USER_SELECT = (
+    "SELECT u.username, u.full_name, u.email, u.account_id, a.balance_cents, a.restricted,"
+    " a.overdraft_cents, u.disabled, u.password_hash, u.pin_hash"
+    " FROM users u JOIN accounts a ON a.id = u.account_id"
+)
+
+
+def _user(row: Any) -> UserRecord | None:
+    if row is None:
+        return None
+    u, full, email, acc, bal, restricted, overdraft, disabled, pw, pin = row
+    return UserRecord(u, full, email, acc, bal, bool(restricted), overdraft, bool(disabled), pw, pin)
+
+
+def get_user(db: sqlite_utils.Database, username: str) -> UserRecord | None:
+    return _user(db.execute(_USER_SELECT + " WHERE u.username = ?", [username]).fetchone())
+
+
+def require_user(db: sqlite_utils.Database, username: str) -> UserRecord:
+    user = get_user(db, username)
+    if user is None:
+        raise NotFound(f"no user named {username!r}")
+    return user
+
+
+def user_by_card(db: sqlite_utils.Database, card_hash: str) -> UserRecord | None:
+    return _user(
+        db.execute(
+            _USER_SELECT + " JOIN user_cards c ON c.username = u.username WHERE c.card_hash = ?",
+            [card_hash],
+        ).fetchone()
+    )
+
+
+def user_by_id_number(db: sqlite_utils.Database, id_number_hash: str) -> UserRecord | None:
+    return _user(db.execute(_USER_SELECT + " WHERE u.id_number_hash = ?", [id_number_hash]).fetchone())
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """Fields to set; `None` means leave alone. Secrets arrive already hashed."""
+
+    full_name: str | None = None
+    email: str | None = None
+    clear_email: bool = False
+    password_hash: str | None = None
+    clear_password: bool = False
+    pin_hash: str | None = None
+    clear_pin: bool = False
+    card_hashes: Sequence[str] | None = None
+    id_number_hash: str | None = None
+    clear_id_number: bool = False
+    restricted: bool | None = None
+    overdraft_cents: int | None = None
+    disabled: bool | None = None
+
+
+def create_user(
+    db: sqlite_utils.Database, username: str, changes: UserChanges, *, now: str
+) -> int:
+    """Insert a user with a personal account at balance 0; returns the account id."""
+    if get_user(db, username) is not None:
+        raise Conflict(f"a user named {username!r} already exists")
+    cur = db.execute(
+        "INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, created_at)"
+        " VALUES ('personal', ?, 0, ?, ?, ?)",
+        [username, int(changes.restricted if changes.restricted is not None else True),
+         changes.overdraft_cents or 0, now],
+    )
+    account_id = int(cur.lastrowid or 0)
+    db.execute(
+        "INSERT INTO users (username, account_id, full_name, created_at, updated_at)"
+        " VALUES (?, ?, '', ?, ?)",
+        [username, account_id, now, now],
+    )
+    update_user(db, username, changes, now=now)
+    return account_id
+
+
+def update_user(db: sqlite_utils.Database, username: str, c: UserChanges, *, now: str) -> None:
+    user = require_user(db, username)
+    sets: dict[str, object] = {}
+    if c.full_name is not None:
+        sets["full_name"] = c.full_name
+    if c.email is not None or c.clear_email:
+        sets["email"] = c.email
+    if c.password_hash is not None or c.clear_password:
+        sets["password_hash"] = c.password_hash
+    if c.pin_hash is not None or c.clear_pin:
+        sets["pin_hash"] = c.pin_hash
+    if c.disabled is not None:
+        sets["disabled"] = int(c.disabled)
+    if c.id_number_hash is not None or c.clear_id_number:
+        if c.id_number_hash is not None:
+            other = user_by_id_number(db, c.id_number_hash)
+            if other is not None and other.username != username:
+                raise Conflict("that ID number already belongs to another user")
+        sets["id_number_hash"] = c.id_number_hash
+    sets["updated_at"] = now
+    assignments = ", ".join(f"{k} = ?" for k in sets)
+    db.execute(f"UPDATE users SET {assignments} WHERE username = ?", [*sets.values(), username])
+    acc_sets: dict[str, object] = {}
+    if c.restricted is not None:
+        acc_sets["restricted"] = int(c.restricted)
+    if c.overdraft_cents is not None:
+        acc_sets["overdraft_cents"] = c.overdraft_cents
+    if acc_sets:
+        assignments = ", ".join(f"{k} = ?" for k in acc_sets)
+        db.execute(f"UPDATE accounts SET {assignments} WHERE id = ?", [*acc_sets.values(), user.account_id])
+    if c.card_hashes is not None:
+        db.execute("DELETE FROM user_cards WHERE username = ?", [username])
+        for h in dict.fromkeys(c.card_hashes):
+            owner = db.execute("SELECT username FROM user_cards WHERE card_hash = ?", [h]).fetchone()
+            if owner is not None:
+                raise Conflict("a card number already belongs to another user")
+            db.execute("INSERT INTO user_cards (card_hash, username) VALUES (?, ?)", [h, username])
+
+
+def delete_user(db: sqlite_utils.Database, username: str, *, now: str) -> None:
+    """The user and credentials go; the account closes but keeps its ledger for reports."""
+    user = require_user(db, username)
+    db.execute("DELETE FROM users WHERE username = ?", [username])
+    db.execute("UPDATE accounts SET closed_at = ? WHERE id = ?", [now, user.account_id])
+
+
+# -- shared accounts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SharedAccount:
+    account_id: int
+    name: str
+    balance_cents: int
+    restricted: bool
+    overdraft_cents: int
+    members: tuple[str, ...]
+
+    def public(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "balance_cents": self.balance_cents,
+            "restricted": self.restricted,
+            "overdraft_cents": self.overdraft_cents,
+            "members": list(self.members),
+        }
+
+
+def get_shared_account(db: sqlite_utils.Database, name: str) -> SharedAccount | None:
+    row = db.execute(
+        "SELECT id, name, balance_cents, restricted, overdraft_cents FROM accounts"
+        " WHERE kind = 'shared' AND name = ? AND closed_at IS NULL",
+        [name],
+    ).fetchone()
+    if row is None:
+        return None
+    members = tuple(
+        r[0]
+        for r in db.execute(
+            "SELECT username FROM shared_account_members WHERE account_id = ? ORDER BY username",
+            [row[0]],
+        )
+    )
+    return SharedAccount(row[0], row[1], row[2], bool(row[3]), row[4], members)
+
+
+def create_shared_account(
+    db: sqlite_utils.Database,
+    name: str,
+    *,
+    restricted: bool,
+    overdraft_cents: int,
+    members: Sequence[str],
+    now: str,
+) -> int:
+    if get_shared_account(db, name) is not None:
+        raise Conflict(f"a shared account named {name!r} already exists")
+    cur = db.execute(
+        "INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, created_at)"
+        " VALUES ('shared', ?, 0, ?, ?, ?)",
+        [name, int(restricted), overdraft_cents, now],
+    )
+    account_id = int(cur.lastrowid or 0)
+    for username in dict.fromkeys(members):
+        if get_user(db, username) is None:
+            raise Invalid(f"member {username!r} is not a user")
+        db.execute(
+            "INSERT INTO shared_account_members (account_id, username) VALUES (?, ?)",
+            [account_id, username],
+        )
+    return account_id
+
+
+def shared_accounts_of(db: sqlite_utils.Database, username: str) -> list[str]:
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT a.name FROM shared_account_members m JOIN accounts a ON a.id = m.account_id"
+            " WHERE m.username = ? AND a.closed_at IS NULL ORDER BY a.name",
+            [username],
+        )
+    ]

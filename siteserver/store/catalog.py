@@ -1,0 +1,223 @@
+"""Printers and their cost models, sites and their Find-Me queues, device and provider credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from siteserver.domain import Conflict, CostModel, Invalid, NotFound, PrinterModel
+
+
+@dataclass(frozen=True, slots=True)
+class Printer:
+    name: str
+    site_id: str
+    hold: bool
+    model: PrinterModel
+
+    def public(self) -> dict[str, object]:
+        c = self.model.cost
+        return {
+            "name": self.name,
+            "site_id": self.site_id,
+            "color": self.model.color,
+            "duplex": self.model.duplex,
+            "hold": self.hold,
+            "cost": {
+                "mono_page_cents": c.mono_page_cents,
+                "color_page_cents": c.color_page_cents,
+                "duplex_discount_pct": c.duplex_discount_pct,
+                "scan_page_cents": c.scan_page_cents,
+                "fax_page_cents": c.fax_page_cents,
+            },
+        }
+
+
+_PRINTER_COLS = (
+    "name, site_id, hold, color, duplex, mono_page_cents, color_page_cents,"
+    " duplex_discount_pct, scan_page_cents, fax_page_cents"
+)
+
+
+def _printer(row: Any) -> Printer:
+    name, site_id, hold, color, duplex, mono, col, disc, scan, fax = row
+    cost = CostModel(mono, col, disc, scan, fax)
+    return Printer(name, site_id, bool(hold), PrinterModel(name, bool(color), bool(duplex), cost))
+
+
+def get_printer(db: sqlite_utils.Database, name: str) -> Printer | None:
+    row = db.execute(f"SELECT {_PRINTER_COLS} FROM printers WHERE name = ?", [name]).fetchone()
+    return None if row is None else _printer(row)
+
+
+def printers_named(db: sqlite_utils.Database, names: Sequence[str]) -> dict[str, Printer]:
+    found: dict[str, Printer] = {}
+    for name in names:
+        p = get_printer(db, name)
+        if p is not None:
+            found[name] = p
+    return found
+
+
+def create_printer(db: sqlite_utils.Database, p: Printer, *, now: str) -> None:
+    if get_printer(db, p.name) is not None:
+        raise Conflict(f"a printer named {p.name!r} already exists")
+    c = p.model.cost
+    db.execute(
+        f"INSERT INTO printers ({_PRINTER_COLS}, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [p.name, p.site_id, int(p.hold), int(p.model.color), int(p.model.duplex),
+         c.mono_page_cents, c.color_page_cents, c.duplex_discount_pct, c.scan_page_cents,
+         c.fax_page_cents, now],
+    )
+
+
+def _require_printers(db: sqlite_utils.Database, names: Sequence[str]) -> None:
+    missing = [n for n in dict.fromkeys(names) if get_printer(db, n) is None]
+    if missing:
+        raise Invalid(f"unknown printer(s): {', '.join(repr(m) for m in missing)}")
+
+
+# -- sites and Find-Me queues ------------------------------------------------------------------
+
+
+def create_site(
+    db: sqlite_utils.Database,
+    site_id: str,
+    name: str,
+    findme_queues: Sequence[tuple[str, Sequence[str]]],
+    *,
+    enrollment_token_hash: str,
+    now: str,
+) -> None:
+    if db.execute("SELECT 1 FROM sites WHERE site_id = ?", [site_id]).fetchone():
+        raise Conflict(f"a site {site_id!r} already exists")
+    db.execute(
+        "INSERT INTO sites (site_id, name, enrollment_token_hash, created_at) VALUES (?,?,?,?)",
+        [site_id, name, enrollment_token_hash, now],
+    )
+    queue_names = [q for q, _ in findme_queues]
+    if len(set(queue_names)) != len(queue_names):
+        raise Invalid("Find-Me queue names must be unique within a site")
+    for queue, printers in findme_queues:
+        _require_printers(db, printers)
+        db.execute("INSERT INTO findme_queues (site_id, name) VALUES (?, ?)", [site_id, queue])
+        for printer in dict.fromkeys(printers):
+            db.execute(
+                "INSERT INTO findme_members (site_id, queue_name, printer) VALUES (?,?,?)",
+                [site_id, queue, printer],
+            )
+
+
+def findme_queues(db: sqlite_utils.Database, site_ids: Sequence[str]) -> dict[str, set[str]]:
+    """Find-Me queues of the given sites: queue name -> member printers."""
+    queues: dict[str, set[str]] = {}
+    for site_id in dict.fromkeys(site_ids):
+        for queue, printer in db.execute(
+            "SELECT q.name, m.printer FROM findme_queues q"
+            " LEFT JOIN findme_members m ON m.site_id = q.site_id AND m.queue_name = q.name"
+            " WHERE q.site_id = ?",
+            [site_id],
+        ):
+            members = queues.setdefault(queue, set())
+            if printer is not None:
+                members.add(printer)
+    return queues
+
+
+def list_sites(db: sqlite_utils.Database) -> list[dict[str, object]]:
+    out = []
+    for row in db.execute(
+        "SELECT site_id, name, enrolled_at, disabled, last_contact_at, reported_mode,"
+        " journal_backlog FROM sites ORDER BY site_id"
+    ):
+        site_id = row[0]
+        out.append(
+            {
+                "site_id": site_id,
+                "name": row[1],
+                "enrolled": row[2] is not None,
+                "enrolled_at": row[2],
+                "disabled": bool(row[3]),
+                "last_contact_at": row[4],
+                "mode": row[5],
+                "journal_backlog": row[6],
+                "findme_queues": [
+                    {"name": q, "printers": sorted(p)}
+                    for q, p in sorted(findme_queues(db, [site_id]).items())
+                ],
+            }
+        )
+    return out
+
+
+# -- machine credentials -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MachineCredential:
+    """A device (bound to one printer) or a print provider (serving several printers)."""
+
+    kind: str  # "device" | "provider"
+    ident: str
+    printers: tuple[str, ...]
+    site_ids: tuple[str, ...]
+
+    @property
+    def printer(self) -> str:
+        """A device's own printer."""
+        return self.printers[0]
+
+
+def create_device(db: sqlite_utils.Database, device_id: str, printer: str, token_hash: str, *, now: str) -> None:
+    if db.execute("SELECT 1 FROM devices WHERE device_id = ?", [device_id]).fetchone():
+        raise Conflict(f"a device {device_id!r} already exists")
+    _require_printers(db, [printer])
+    db.execute(
+        "INSERT INTO devices (device_id, printer, token_hash, created_at) VALUES (?,?,?,?)",
+        [device_id, printer, token_hash, now],
+    )
+
+
+def create_provider(
+    db: sqlite_utils.Database, provider_id: str, printers: Sequence[str], token_hash: str, *, now: str
+) -> None:
+    if db.execute("SELECT 1 FROM providers WHERE provider_id = ?", [provider_id]).fetchone():
+        raise Conflict(f"a provider {provider_id!r} already exists")
+    _require_printers(db, printers)
+    db.execute(
+        "INSERT INTO providers (provider_id, token_hash, created_at) VALUES (?,?,?)",
+        [provider_id, token_hash, now],
+    )
+    for printer in dict.fromkeys(printers):
+        db.execute(
+            "INSERT INTO provider_printers (provider_id, printer) VALUES (?, ?)", [provider_id, printer]
+        )
+
+
+def credential_by_token(db: sqlite_utils.Database, token_hash: str) -> MachineCredential | None:
+    row = db.execute(
+        "SELECT d.device_id, d.printer, p.site_id FROM devices d JOIN printers p ON p.name = d.printer"
+        " WHERE d.token_hash = ?",
+        [token_hash],
+    ).fetchone()
+    if row is not None:
+        return MachineCredential("device", row[0], (row[1],), (row[2],))
+    row = db.execute("SELECT provider_id FROM providers WHERE token_hash = ?", [token_hash]).fetchone()
+    if row is None:
+        return None
+    pairs = db.execute(
+        "SELECT pp.printer, p.site_id FROM provider_printers pp JOIN printers p ON p.name = pp.printer"
+        " WHERE pp.provider_id = ? ORDER BY pp.printer",
+        [row[0]],
+    ).fetchall()
+    return MachineCredential(
+        "provider", row[0], tuple(p for p, _ in pairs), tuple(dict.fromkeys(s for _, s in pairs))
+    )
+
+
+def require_site(db: sqlite_utils.Database, site_id: str) -> None:
+    if not db.execute("SELECT 1 FROM sites WHERE site_id = ?", [site_id]).fetchone():
+        raise NotFound(f"no site {site_id!r}")

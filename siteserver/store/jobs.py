@@ -1,0 +1,130 @@
+"""Print jobs: held jobs waiting at Find-Me and secure-print queues, releases waiting for the
+print provider, and what each job finally cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from siteserver.domain import JobStatus
+
+_COLS = (
+    "job_id, request_digest, username, queue, site_id, findme, document_name, pages, copies,"
+    " color, duplex, client, submitted_at, action, status, reason, txn_id, printer, grayscale,"
+    " cost_cents, account_id, balance_after_cents, released_at, released_by_device,"
+    " pages_printed, printed_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    request_digest: str
+    username: str
+    queue: str
+    site_id: str | None
+    findme: bool
+    document_name: str
+    pages: int
+    copies: int
+    color: bool
+    duplex: bool
+    client: str | None
+    submitted_at: str
+    action: str
+    status: JobStatus
+    reason: str | None
+    txn_id: str
+    printer: str | None = None
+    grayscale: bool | None = None
+    cost_cents: int | None = None
+    account_id: int | None = None
+    balance_after_cents: int | None = None
+    released_at: str | None = None
+    released_by_device: str | None = None
+    pages_printed: int | None = None
+    printed_at: str | None = None
+
+
+def _job(row: Any) -> Job:
+    v = list(row)
+    for i in (5, 9, 10):
+        v[i] = bool(v[i])
+    v[14] = JobStatus(v[14])
+    if v[18] is not None:
+        v[18] = bool(v[18])
+    return Job(*v)
+
+
+def get_job(db: sqlite_utils.Database, job_id: str) -> Job | None:
+    row = db.execute(f"SELECT {_COLS} FROM jobs WHERE job_id = ?", [job_id]).fetchone()
+    return None if row is None else _job(row)
+
+
+def insert_job(db: sqlite_utils.Database, job: Job) -> None:
+    values = [getattr(job, f.strip()) for f in _COLS.split(",")]
+    values = [v.value if isinstance(v, JobStatus) else v for v in values]
+    db.execute(f"INSERT INTO jobs ({_COLS}) VALUES ({','.join('?' * len(values))})", values)
+
+
+def held_jobs_of(db: sqlite_utils.Database, username: str) -> list[Job]:
+    return [
+        _job(r)
+        for r in db.execute(
+            f"SELECT {_COLS} FROM jobs WHERE username = ? AND status = 'held' ORDER BY submitted_at",
+            [username],
+        )
+    ]
+
+
+def mark_released(
+    db: sqlite_utils.Database,
+    job_id: str,
+    *,
+    printer: str,
+    grayscale: bool,
+    cost_cents: int,
+    account_id: int,
+    balance_after_cents: int,
+    device_id: str,
+    now: str,
+) -> None:
+    db.execute(
+        "UPDATE jobs SET status = 'released', printer = ?, grayscale = ?, cost_cents = ?,"
+        " account_id = ?, balance_after_cents = ?, released_at = ?, released_by_device = ?"
+        " WHERE job_id = ?",
+        [printer, int(grayscale), cost_cents, account_id, balance_after_cents, now, device_id, job_id],
+    )
+
+
+def pending_releases(db: sqlite_utils.Database, printers: Sequence[str]) -> list[Job]:
+    """Released jobs not yet reported printed: handed out until the provider says `printed`,
+    so a lost long-poll answer loses no job (the provider de-duplicates by job_id)."""
+    marks = ",".join("?" * len(printers))
+    return [
+        _job(r)
+        for r in db.execute(
+            f"SELECT {_COLS} FROM jobs WHERE status = 'released' AND printer IN ({marks})"
+            " ORDER BY released_at",
+            list(printers),
+        )
+    ]
+
+
+def mark_printed(db: sqlite_utils.Database, job_id: str, pages_printed: int, *, now: str) -> None:
+    db.execute(
+        "UPDATE jobs SET status = 'printed', pages_printed = ?, printed_at = ? WHERE job_id = ?",
+        [pages_printed, now, job_id],
+    )
+
+
+def expire_held(db: sqlite_utils.Database, *, submitted_before: str, now: str) -> int:
+    cur = db.execute(
+        "UPDATE jobs SET status = 'expired', reason = 'hold timeout', expired_at = ?"
+        " WHERE status = 'held' AND submitted_at < ?",
+        [now, submitted_before],
+    )
+    return cur.rowcount

@@ -1,0 +1,182 @@
+"""The primary's ledger: immutable rows keyed by txn_id; an account's balance is their sum.
+
+`apply()` is the one way money moves on the primary — a device charge is a batch of one, a
+merge is a batch of hundreds — so the exactly-once rule lives in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sqlite_utils
+
+from siteserver.domain import AccountState, Enforcement, authorize
+
+ApplyStatus = Literal["applied", "duplicate", "denied", "conflict"]
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    txn_id: str
+    account_id: int
+    amount_cents: int  # negative charges, positive credits
+    kind: str
+    enforcement: Enforcement
+    occurred_at: str
+    origin_site: str | None = None
+    flags: tuple[str, ...] = ()
+    ref: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    txn_id: str
+    status: ApplyStatus
+    amount_cents: int
+    balance_after_cents: int | None = None  # for duplicates: the first answer's balance
+    seq: int | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Account:
+    balance: int
+    restricted: bool
+    overdraft: int
+    dirty: bool = field(default=False)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def apply(
+    db: sqlite_utils.Database, entries: Sequence[Entry], *, epoch: int, applied_at: str
+) -> list[Outcome]:
+    """Apply entries in order inside the caller's write transaction.
+
+    A txn_id already in the ledger (or earlier in this batch) is a `duplicate` when it names the
+    same account and amount, answered with the first application's balance; otherwise a
+    `conflict` that changes nothing. A restricted account's authorized charge past its limit is
+    `denied` and leaves no row, so a later retry of the same txn_id may still apply.
+    """
+    if not entries:
+        return []
+    seen: dict[str, tuple[int, int, int, int]] = {}  # txn_id -> account, amount, balance, seq
+    ids = [e.txn_id for e in entries]
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for txn_id, acc, amount, bal, seq in db.execute(
+            f"SELECT txn_id, account_id, amount_cents, balance_after_cents, seq FROM ledger "
+            f"WHERE txn_id IN ({marks})",
+            list(chunk),
+        ):
+            seen[txn_id] = (acc, amount, bal, seq)
+    accounts: dict[int, _Account] = {}
+    acc_ids = sorted({e.account_id for e in entries})
+    for i in range(0, len(acc_ids), _CHUNK):
+        chunk_ids = acc_ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk_ids))
+        for acc_id, bal, restricted, overdraft in db.execute(
+            f"SELECT id, balance_cents, restricted, overdraft_cents FROM accounts WHERE id IN ({marks})",
+            chunk_ids,
+        ):
+            accounts[acc_id] = _Account(bal, bool(restricted), overdraft)
+    next_seq = (db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]) + 1
+
+    rows: list[tuple[object, ...]] = []
+    out: list[Outcome] = []
+    for e in entries:
+        prior = seen.get(e.txn_id)
+        if prior is not None:
+            acc, amount, bal, seq = prior
+            if acc == e.account_id and amount == e.amount_cents:
+                out.append(Outcome(e.txn_id, "duplicate", amount, bal, seq))
+            else:
+                out.append(
+                    Outcome(
+                        e.txn_id,
+                        "conflict",
+                        e.amount_cents,
+                        reason="txn_id already used for a different account or amount",
+                    )
+                )
+            continue
+        a = accounts.get(e.account_id)
+        if a is None:
+            out.append(Outcome(e.txn_id, "denied", e.amount_cents, reason="unknown account"))
+            continue
+        verdict = authorize(AccountState(a.balance, a.restricted, a.overdraft), e.amount_cents, e.enforcement)
+        if not verdict.allowed:
+            out.append(Outcome(e.txn_id, "denied", e.amount_cents, a.balance, reason=verdict.reason))
+            continue
+        a.balance += e.amount_cents
+        a.dirty = True
+        seq = next_seq
+        next_seq += 1
+        seen[e.txn_id] = (e.account_id, e.amount_cents, a.balance, seq)
+        rows.append(
+            (
+                seq, e.txn_id, e.account_id, e.amount_cents, a.balance, e.kind, e.origin_site,
+                e.occurred_at, applied_at, json.dumps(list(e.flags)), e.ref, e.comment, epoch,
+            )
+        )
+        out.append(Outcome(e.txn_id, "applied", e.amount_cents, a.balance, seq))
+    if rows:
+        db.conn.executemany(
+            "INSERT INTO ledger (seq, txn_id, account_id, amount_cents, balance_after_cents, kind,"
+            " origin_site, occurred_at, applied_at, flags, ref, comment, epoch)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        db.conn.executemany(
+            "UPDATE accounts SET balance_cents = ? WHERE id = ?",
+            [(a.balance, acc_id) for acc_id, a in accounts.items() if a.dirty],
+        )
+    return out
+
+
+def list_transactions(
+    db: sqlite_utils.Database, *, origin_site: str | None, since_seq: int, limit: int
+) -> list[dict[str, object]]:
+    where = "l.seq > ?"
+    params: list[object] = [since_seq]
+    if origin_site is not None:
+        where += " AND l.origin_site = ?"
+        params.append(origin_site)
+    params.append(limit)
+    cur = db.execute(
+        "SELECT l.txn_id, l.seq, a.kind, a.name, l.amount_cents, l.kind, l.origin_site,"
+        " l.occurred_at, l.applied_at, l.flags, l.balance_after_cents, l.ref, l.comment"
+        f" FROM ledger l JOIN accounts a ON a.id = l.account_id WHERE {where}"
+        " ORDER BY l.seq LIMIT ?",
+        params,
+    )
+    return [
+        {
+            "txn_id": r[0],
+            "seq": r[1],
+            "account": account_label(r[2], r[3]),
+            "amount_cents": r[4],
+            "kind": r[5],
+            "origin_site": r[6],
+            "occurred_at": r[7],
+            "applied_at": r[8],
+            "flags": json.loads(r[9]),
+            "balance_after_cents": r[10],
+            "ref": r[11],
+            "comment": r[12],
+        }
+        for r in cur
+    ]
+
+
+def account_label(kind: str, name: str) -> str:
+    """How an account is named in transactions and reports: `user:alice`, `shared:Marketing`."""
+    return f"{'user' if kind == 'personal' else 'shared'}:{name}"
