@@ -14,7 +14,7 @@ def _primary_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if not isinstance(config, PrimaryConfig):
-        raise ConfigError(f"{args.config}: role is {config.role!r}; `primary run` needs role = \"primary\"")
+        raise ConfigError(f'{args.config}: role is {config.role!r}; `primary run` needs role = "primary"')
     return run(config)
 
 

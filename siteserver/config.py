@@ -1,8 +1,8 @@
 """Configuration files (TOML) for both roles, each key overridable by `SITESERVER_<KEY>`.
 
-A nested key joins its path with `_` and turns `-` into `_`:
-`[high-availability-guard] fail-over-interval-secs` is `SITESERVER_HIGH_AVAILABILITY_GUARD_FAIL_OVER_INTERVAL_SECS`,
-`[wan] probe_interval_secs` is `SITESERVER_WAN_PROBE_INTERVAL_SECS`.
+A nested key joins its path with `_` and turns `-` into `_`: `[wan] probe_interval_secs` is
+`SITESERVER_WAN_PROBE_INTERVAL_SECS`, `[high-availability-guard] fail-over-interval-secs` is
+`SITESERVER_HIGH_AVAILABILITY_GUARD_FAIL_OVER_INTERVAL_SECS`.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def load_config(path: str | Path) -> PrimaryConfig | SiteConfig:
     elif role == "site":
         model = SiteConfig
     else:
-        raise ConfigError(f"{path}: role must be \"primary\" or \"site\", got {role!r}")
+        raise ConfigError(f'{path}: role must be "primary" or "site", got {role!r}')
     try:
         return model(**data)
     except ValidationError as e:

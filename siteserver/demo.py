@@ -16,22 +16,68 @@ import httpx
 from siteserver.launch import RoleProcess, free_port, health_url, primary_config
 
 USERS = [
-    {"username": "alice", "full_name": "Alice Archer", "card_numbers": ["1001"], "pin": "1234",
-     "password": "alice-pass", "balance_cents": 1000},
-    {"username": "bob", "full_name": "Bob Baker", "card_numbers": ["1002"], "pin": "2345",
-     "balance_cents": 150, "overdraft_cents": 100},
-    {"username": "carol", "full_name": "Carol Chen", "card_numbers": ["1003"], "id_number": "E-3003",
-     "balance_cents": 0, "restricted": False},
+    {
+        "username": "alice",
+        "full_name": "Alice Archer",
+        "card_numbers": ["1001"],
+        "pin": "1234",
+        "password": "alice-pass",
+        "balance_cents": 1000,
+    },
+    {
+        "username": "bob",
+        "full_name": "Bob Baker",
+        "card_numbers": ["1002"],
+        "pin": "2345",
+        "balance_cents": 150,
+        "overdraft_cents": 100,
+    },
+    {
+        "username": "carol",
+        "full_name": "Carol Chen",
+        "card_numbers": ["1003"],
+        "id_number": "E-3003",
+        "balance_cents": 0,
+        "restricted": False,
+    },
 ]
 PRINTERS = [
-    {"name": "hq-color", "site_id": "head-office", "color": True, "duplex": True, "hold": False,
-     "cost": {"mono_page_cents": 5, "color_page_cents": 25, "duplex_discount_pct": 10}},
-    {"name": "branch1-mono", "site_id": "branch-01", "color": False, "duplex": True, "hold": True,
-     "cost": {"mono_page_cents": 4, "color_page_cents": 4, "duplex_discount_pct": 20,
-              "scan_page_cents": 1, "fax_page_cents": 10}},
-    {"name": "branch1-color", "site_id": "branch-01", "color": True, "duplex": True, "hold": True,
-     "cost": {"mono_page_cents": 6, "color_page_cents": 30, "duplex_discount_pct": 10,
-              "scan_page_cents": 1, "fax_page_cents": 10}},
+    {
+        "name": "hq-color",
+        "site_id": "head-office",
+        "color": True,
+        "duplex": True,
+        "hold": False,
+        "cost": {"mono_page_cents": 5, "color_page_cents": 25, "duplex_discount_pct": 10},
+    },
+    {
+        "name": "branch1-mono",
+        "site_id": "branch-01",
+        "color": False,
+        "duplex": True,
+        "hold": True,
+        "cost": {
+            "mono_page_cents": 4,
+            "color_page_cents": 4,
+            "duplex_discount_pct": 20,
+            "scan_page_cents": 1,
+            "fax_page_cents": 10,
+        },
+    },
+    {
+        "name": "branch1-color",
+        "site_id": "branch-01",
+        "color": True,
+        "duplex": True,
+        "hold": True,
+        "cost": {
+            "mono_page_cents": 6,
+            "color_page_cents": 30,
+            "duplex_discount_pct": 10,
+            "scan_page_cents": 1,
+            "fax_page_cents": 10,
+        },
+    },
 ]
 
 
@@ -47,33 +93,68 @@ def seed(base: str, admin_token: str) -> dict[str, Any]:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as c:
         for u in USERS:
             _ok(c.post("/api/admin/v1/users", json=u))
-        _ok(c.post("/api/admin/v1/shared-accounts",
-                   json={"name": "Marketing", "balance_cents": 5000, "members": ["alice", "bob"]}))
+        _ok(
+            c.post(
+                "/api/admin/v1/shared-accounts",
+                json={"name": "Marketing", "balance_cents": 5000, "members": ["alice", "bob"]},
+            )
+        )
         for p in PRINTERS:
             _ok(c.post("/api/admin/v1/printers", json=p))
-        site = _ok(c.post("/api/admin/v1/sites", json={
-            "site_id": "branch-01", "name": "Branch office 1",
-            "findme_queues": [{"name": "branch1-findme", "printers": ["branch1-mono", "branch1-color"]}],
-        }))
+        site = _ok(
+            c.post(
+                "/api/admin/v1/sites",
+                json={
+                    "site_id": "branch-01",
+                    "name": "Branch office 1",
+                    "findme_queues": [
+                        {"name": "branch1-findme", "printers": ["branch1-mono", "branch1-color"]}
+                    ],
+                },
+            )
+        )
         out["enrollment_token"] = site["enrollment_token"]
         for p in PRINTERS:
-            dev = _ok(c.post("/api/admin/v1/devices", json={"device_id": f"mfd-{p['name']}", "printer": p["name"]}))
+            dev = _ok(
+                c.post("/api/admin/v1/devices", json={"device_id": f"mfd-{p['name']}", "printer": p["name"]})
+            )
             out["devices"][p["name"]] = dev["token"]
-        prov = _ok(c.post("/api/admin/v1/providers",
-                          json={"provider_id": "branch1-print-server", "printers": ["branch1-mono", "branch1-color"]}))
+        prov = _ok(
+            c.post(
+                "/api/admin/v1/providers",
+                json={"provider_id": "branch1-print-server", "printers": ["branch1-mono", "branch1-color"]},
+            )
+        )
         out["provider_token"] = prov["token"]
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {out['provider_token']}"}, timeout=30) as c:
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {out['provider_token']}"}, timeout=30
+    ) as c:
         for doc, pages, color in [("Quarterly report.pdf", 12, True), ("Boarding pass.pdf", 1, False)]:
-            _ok(c.post("/api/provider/v1/jobs", json={
-                "job_id": str(uuid.uuid4()), "username": "alice", "queue": "branch1-findme",
-                "document_name": doc, "pages": pages, "copies": 1, "color": color, "duplex": False,
-            }))
+            _ok(
+                c.post(
+                    "/api/provider/v1/jobs",
+                    json={
+                        "job_id": str(uuid.uuid4()),
+                        "username": "alice",
+                        "queue": "branch1-findme",
+                        "document_name": doc,
+                        "pages": pages,
+                        "copies": 1,
+                        "color": color,
+                        "duplex": False,
+                    },
+                )
+            )
     return out
 
 
 def check_login(base: str, device_token: str) -> dict[str, Any]:
-    r = httpx.post(f"{base}/api/device/v1/login", json={"card_number": "1001"},
-                   headers={"Authorization": f"Bearer {device_token}"}, timeout=10)
+    r = httpx.post(
+        f"{base}/api/device/v1/login",
+        json={"card_number": "1001"},
+        headers={"Authorization": f"Bearer {device_token}"},
+        timeout=10,
+    )
     return dict(_ok(r))
 
 
@@ -82,8 +163,14 @@ def run_demo(*, directory: str | None, port: int, check: bool) -> int:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port(port)
     admin_token, health_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    cfg = primary_config(root, name="primary", database=root / "primary.db", port=port,
-                         admin_token=admin_token, health_key=health_key)
+    cfg = primary_config(
+        root,
+        name="primary",
+        database=root / "primary.db",
+        port=port,
+        admin_token=admin_token,
+        health_key=health_key,
+    )
     primary = RoleProcess("primary", cfg, port, root / "primary.log").start()
     try:
         primary.wait_listening()
@@ -108,9 +195,12 @@ def run_demo(*, directory: str | None, port: int, check: bool) -> int:
         primary.stop()
 
 
-def _print_guide(root: Path, url: str, admin: str, health: str, world: dict[str, Any], login: dict[str, Any]) -> None:
+def _print_guide(
+    root: Path, url: str, admin: str, health: str, world: dict[str, Any], login: dict[str, Any]
+) -> None:
     dev = world["devices"]["branch1-mono"]
-    print(f"""
+    print(
+        f"""
 siteserver demo is running.
 
   Primary (active)      {url}
@@ -120,15 +210,17 @@ siteserver demo is running.
 
   Admin token           {admin}
   MFD device token      {dev}   (device mfd-branch1-mono at printer branch1-mono)
-  Print provider token  {world['provider_token']}
-  Site enrollment token {world['enrollment_token']}   (site branch-01)
+  Print provider token  {world["provider_token"]}
+  Site enrollment token {world["enrollment_token"]}   (site branch-01)
 
   Sample users: alice (card 1001, PIN 1234, password alice-pass), bob (card 1002, PIN 2345),
   carol (card 1003, ID number E-3003, unrestricted). alice has 2 held jobs in Find-Me queue
-  branch1-findme. A card login just worked: {login['username']}, balance {login['balance_cents']} cents.
+  branch1-findme. A card login just worked: {login["username"]}, balance {login["balance_cents"]} cents.
 
 Try:
   curl -s -H 'Authorization: Bearer {dev}' -H 'Content-Type: application/json' \\
        -d '{{"card_number": "1001"}}' {url}/api/device/v1/login
   curl -s -H 'Authorization: Bearer {admin}' {url}/api/admin/v1/users/alice
-""", flush=True)
+""",
+        flush=True,
+    )

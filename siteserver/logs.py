@@ -8,25 +8,38 @@ import sys
 
 # The health URL carries its key as a query parameter; bearer tokens could appear in errors.
 _SECRET = re.compile(r"(Authorization=|Bearer\s+|token=)[^&\s\"']+", re.IGNORECASE)
+# Machine and enrollment tokens carry a recognisable prefix (domain.credentials.new_token).
+_TOKEN = re.compile(r"\b(dev|prv|enr)_[A-Za-z0-9_-]{20,}")
 
 
 def scrub(text: str) -> str:
-    return _SECRET.sub(r"\1[redacted]", text)
+    return _TOKEN.sub(r"\1_[redacted]", _SECRET.sub(r"\1[redacted]", text))
 
 
 class ScrubSecrets(logging.Filter):
+    """Scrubs the message with its arguments merged in, whatever their types (an exception
+    whose text holds a URL, a mapping, a repr)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)  # type: ignore[union-attr]
-        if isinstance(record.msg, str):
-            record.msg = scrub(record.msg)
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # a broken logging call: let logging report it as usual
+        record.msg, record.args = scrub(message), None
         return True
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """Also scrubs what the filter cannot see: exception and stack text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
 
 
 def setup(level: str) -> dict[str, object]:
     """Configure root logging and return a uvicorn log_config that uses the same handler."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(ScrubSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]

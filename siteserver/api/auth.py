@@ -46,6 +46,33 @@ async def require_device(
     return cred
 
 
+def _auth_calls(dependant: Any) -> set[Any]:
+    calls: set[Any] = set()
+    for dep in getattr(dependant, "dependencies", ()):
+        if dep.call in (require_admin, require_machine, require_device):
+            calls.add(dep.call)
+        calls |= _auth_calls(dep)
+    return calls
+
+
+async def check_route_credentials(request: Request) -> None:
+    """Run the matched route's credential checks, raising Unauthorized/Forbidden.
+
+    FastAPI decodes a JSON body before it runs dependencies, so a malformed body would be
+    answered 422 (or 400, not UTF-8) before the credential was looked at; the error handlers
+    call this first, so that a caller without a valid credential learns nothing but 401/403."""
+    calls = _auth_calls(getattr(request.scope.get("route"), "dependant", None))
+    if not calls:
+        return
+    creds = await _bearer(request)
+    if require_admin in calls:
+        require_admin(request, creds)
+    if calls & {require_machine, require_device}:
+        cred = await require_machine(request, creds)
+        if require_device in calls:
+            await require_device(cred)
+
+
 def get_backend(request: Request) -> Any:
     return request.app.state.backend
 

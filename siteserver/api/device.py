@@ -13,7 +13,9 @@ router = APIRouter(prefix="/api/device/v1", tags=["device"])
 
 SessionId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": m.ErrorOut}, 404: {"model": m.ErrorOut}, 422: {"model": m.ErrorOut},
+    401: {"model": m.ErrorOut},
+    404: {"model": m.ErrorOut},
+    422: {"model": m.ErrorOut},
 }
 
 
@@ -33,7 +35,9 @@ async def release(body: m.ReleaseIn, device: Device, backend: Backend, session_i
 
 
 @router.post(
-    "/sessions/{session_id}/usage", response_model=m.UsageOut, responses={**_ERRORS, 409: {"model": m.ErrorOut}}
+    "/sessions/{session_id}/usage",
+    response_model=m.UsageOut,
+    responses={**_ERRORS, 409: {"model": m.ErrorOut}},
 )
 async def usage(body: m.UsageIn, device: Device, backend: Backend, session_id: str = SessionId) -> Any:
     return await backend.usage(device, session_id, body)

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from siteserver.api.auth import check_route_credentials
 from siteserver.domain import (
     Conflict,
     DomainError,
@@ -71,10 +72,20 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Credentials first: a malformed JSON body fails before the auth dependencies run.
+        try:
+            await check_route_credentials(request)
+        except DomainError as e:
+            return await domain_error(request, e)
         return error(422, "invalid_request", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (400, 413):  # a body that cannot be read: credentials first, too
+            try:
+                await check_route_credentials(request)
+            except DomainError as e:
+                return await domain_error(request, e)
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 

@@ -226,8 +226,18 @@ class LoginIn(Strict):
 
     @model_validator(mode="after")
     def _one_method(self) -> LoginIn:
-        given = {k for k in ("card_number", "username", "password", "pin", "id_number") if getattr(self, k) is not None}
-        allowed = [{"card_number"}, {"username", "password"}, {"username", "pin"}, {"id_number"}, {"id_number", "pin"}]
+        given = {
+            k
+            for k in ("card_number", "username", "password", "pin", "id_number")
+            if getattr(self, k) is not None
+        }
+        allowed = [
+            {"card_number"},
+            {"username", "password"},
+            {"username", "pin"},
+            {"id_number"},
+            {"id_number", "pin"},
+        ]
         if given not in allowed:
             raise ValueError(
                 "give exactly one of: {card_number}, {username, password}, {username, pin}, {id_number, pin?}"

@@ -13,9 +13,17 @@ from .auth import Admin, Backend
 
 router = APIRouter(prefix="/api/admin/v1", tags=["primary administration"])
 
-Username = Path(min_length=1, max_length=128, pattern=m.NAME_PATTERN)
+
+def _name_in_path() -> Any:
+    """A fresh Path() per parameter: FastAPI records the first parameter's name as the alias of a
+    shared FieldInfo, so one instance reused for `{name}` would look for `{username}`."""
+    return Path(min_length=1, max_length=128, pattern=m.NAME_PATTERN)
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": m.ErrorOut}, 404: {"model": m.ErrorOut}, 409: {"model": m.ErrorOut},
+    401: {"model": m.ErrorOut},
+    404: {"model": m.ErrorOut},
+    409: {"model": m.ErrorOut},
     422: {"model": m.ErrorOut},
 }
 
@@ -26,23 +34,23 @@ async def create_user(body: m.UserCreate, _: Admin, backend: Backend) -> Any:
 
 
 @router.get("/users/{username}", response_model=m.UserOut, responses=_ERRORS)
-async def get_user(_: Admin, backend: Backend, username: str = Username) -> Any:
+async def get_user(_: Admin, backend: Backend, username: str = _name_in_path()) -> Any:
     return await backend.get_user(username)
 
 
 @router.patch("/users/{username}", response_model=m.UserOut, responses=_ERRORS)
-async def patch_user(body: m.UserPatch, _: Admin, backend: Backend, username: str = Username) -> Any:
+async def patch_user(body: m.UserPatch, _: Admin, backend: Backend, username: str = _name_in_path()) -> Any:
     return await backend.patch_user(username, body)
 
 
 @router.delete("/users/{username}", status_code=204, responses=_ERRORS)
-async def delete_user(_: Admin, backend: Backend, username: str = Username) -> Response:
+async def delete_user(_: Admin, backend: Backend, username: str = _name_in_path()) -> Response:
     await backend.delete_user(username)
     return Response(status_code=204)
 
 
 @router.post("/users/{username}/adjustments", response_model=m.AdjustmentOut, responses=_ERRORS)
-async def adjust(body: m.AdjustmentIn, _: Admin, backend: Backend, username: str = Username) -> Any:
+async def adjust(body: m.AdjustmentIn, _: Admin, backend: Backend, username: str = _name_in_path()) -> Any:
     return await backend.adjust(username, body)
 
 
@@ -52,7 +60,7 @@ async def create_shared_account(body: m.SharedAccountCreate, _: Admin, backend: 
 
 
 @router.get("/shared-accounts/{name}", response_model=m.SharedAccountOut, responses=_ERRORS)
-async def get_shared_account(_: Admin, backend: Backend, name: str = Username) -> Any:
+async def get_shared_account(_: Admin, backend: Backend, name: str = _name_in_path()) -> Any:
     return await backend.get_shared_account(name)
 
 
@@ -62,7 +70,7 @@ async def create_printer(body: m.PrinterCreate, _: Admin, backend: Backend) -> A
 
 
 @router.get("/printers/{name}", response_model=m.PrinterOut, responses=_ERRORS)
-async def get_printer(_: Admin, backend: Backend, name: str = Username) -> Any:
+async def get_printer(_: Admin, backend: Backend, name: str = _name_in_path()) -> Any:
     return await backend.get_printer(name)
 
 

@@ -12,8 +12,11 @@ from .auth import Backend, Machine
 
 router = APIRouter(prefix="/api/provider/v1", tags=["provider"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": m.ErrorOut}, 403: {"model": m.ErrorOut}, 404: {"model": m.ErrorOut},
-    409: {"model": m.ErrorOut}, 422: {"model": m.ErrorOut},
+    401: {"model": m.ErrorOut},
+    403: {"model": m.ErrorOut},
+    404: {"model": m.ErrorOut},
+    409: {"model": m.ErrorOut},
+    422: {"model": m.ErrorOut},
 }
 
 

@@ -18,8 +18,8 @@ from .jobs import JobStatus, QueueTarget, is_expired, releasable_at, resolve_que
 from .ledger import AccountState, Enforcement, Verdict, authorize
 from .money import MAX_AMOUNT_CENTS, format_cents, percent_of
 from .policies import DEFAULT_POLICIES, OfflinePolicies
-from .sessions import Session, SessionRegistry
 from .pricing import CostModel, PrinterModel, Quote, quote_print, quote_usage
+from .sessions import Session, SessionRegistry
 
 __all__ = [
     "DEFAULT_POLICIES",

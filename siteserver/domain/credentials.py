@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
@@ -55,11 +56,14 @@ class SecretHasher:
             return False
         return True
 
+    @cached_property
+    def _card_key(self) -> bytes:
+        return hmac.new(self.pepper, b"siteserver/card-number/v1", hashlib.sha256).digest()
+
     def card_hash(self, card_number: str) -> str:
         """Keyed hash of a card or ID number: lookups stay exact, the number is not stored."""
-        key = hmac.new(self.pepper, b"siteserver/card-number/v1", hashlib.sha256).digest()
         normalized = card_number.strip().upper()
-        return hmac.new(key, normalized.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._card_key, normalized.encode(), hashlib.sha256).hexdigest()
 
 
 def new_token(prefix: str) -> str:
@@ -86,12 +90,13 @@ class Lockout:
     max_failures: int = 5
     lock_secs: float = 60.0
     clock: Callable[[], float] = time.monotonic
+    max_tracked: int = 100_000  # keys with a failure count kept in memory at most
     _failures: dict[str, int] = field(default_factory=dict)
     _locked_until: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def retry_after(self, keys: Iterable[str]) -> float | None:
-        """Seconds until the first of `keys` that is locked opens again, or None."""
+        """Seconds until every one of `keys` is open again (the longest remaining lock), or None."""
         now = self.clock()
         with self._lock:
             waits = [until - now for k in keys if (until := self._locked_until.get(k, 0.0)) > now]
@@ -106,8 +111,12 @@ class Lockout:
                     self._locked_until[k] = now + self.lock_secs
                     n = 0
                 self._failures[k] = n
-            if len(self._failures) > 100_000:  # bounded memory under a username spray
-                self._failures = {k: v for k, v in self._failures.items() if v}
+            if len(self._failures) > self.max_tracked:  # bounded memory under a username spray
+                # Forget the oldest half of the counts (dicts keep insertion order): memory stays
+                # bounded and the O(n) pruning runs once per max_tracked/2 failures, not per call.
+                live = [(k, v) for k, v in self._failures.items() if v]
+                self._failures = dict(live[-max(1, self.max_tracked // 2) :])
+            if len(self._locked_until) > self.max_tracked:
                 self._locked_until = {k: t for k, t in self._locked_until.items() if t > now}
 
     def success(self, keys: Iterable[str]) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     HELD = "held"  # waiting for its owner at a device
     RELEASED = "released"  # released at a device and charged; the provider fetches it
     PRINTING = "printing"  # sent straight to a printer without hold, charged

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Enforcement(str, Enum):
+class Enforcement(StrEnum):
     """How a charge meets a restricted account's limit."""
 
     AUTHORIZE = "authorize"  # refuse if it would take a restricted account below its limit

@@ -38,9 +38,7 @@ class RestrictedCredit(_Strict):
 
 class UnauthenticatedUsers(_Strict):
     mode: Literal["deny", "shared_account"] = "deny"
-    shared_account: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"
-    )
+    shared_account: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
 
     @model_validator(mode="after")
     def _needs_account(self) -> UnauthenticatedUsers:

@@ -48,9 +48,7 @@ def _pages_cost(cost: CostModel, printed_pages: int, color: bool, duplex: bool) 
     return gross
 
 
-def quote_print(
-    printer: PrinterModel, *, pages: int, copies: int, color: bool, duplex: bool
-) -> Quote:
+def quote_print(printer: PrinterModel, *, pages: int, copies: int, color: bool, duplex: bool) -> Quote:
     """Price a print job at `printer`. A color job on a mono printer is converted and priced as
     mono; duplex on a simplex-only printer is printed (and priced) simplex."""
     eff_color = color and printer.color
@@ -58,9 +56,7 @@ def quote_print(
     return Quote(_pages_cost(printer.cost, pages * copies, eff_color, eff_duplex), eff_color, eff_duplex)
 
 
-def quote_usage(
-    printer: PrinterModel, *, kind: UsageKind, pages: int, color: bool, duplex: bool
-) -> Quote:
+def quote_usage(printer: PrinterModel, *, kind: UsageKind, pages: int, color: bool, duplex: bool) -> Quote:
     """Price device usage: copies like prints, scans and faxes at their per-page price."""
     if kind == "copy":
         return quote_print(printer, pages=pages, copies=1, color=color, duplex=duplex)

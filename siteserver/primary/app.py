@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,7 +39,11 @@ class ActiveOnly:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self.guard.is_active() and not scope["path"].startswith("/api/health/"):
+        if (
+            scope["type"] == "http"
+            and not self.guard.is_active()
+            and not scope["path"].startswith("/api/health/")
+        ):
             response = JSONResponse(
                 {
                     "error": "not_active",
@@ -63,7 +70,9 @@ class PrimaryServer:
         self.db = Database(config.database)
         self.db.open(migrations)
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
-        self.guard = Guard(self.db, self.server_uuid, config.high_availability_guard, on_activate=self._activate)
+        self.guard = Guard(
+            self.db, self.server_uuid, config.high_availability_guard, on_activate=self._activate
+        )
         self.service = PrimaryService(
             db=self.db,
             hasher=SecretHasher(load_or_create_pepper(config.secrets_path)),
@@ -92,7 +101,8 @@ class PrimaryServer:
         self.scheduler.start()
 
     def stop(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         self.guard.stop()
         self.hashing.shutdown(wait=False)
         self.db.close()
@@ -116,6 +126,20 @@ class PrimaryServer:
         return app
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
+    the guard hands the lease back. Handle the signal, finish, and return normally instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        original = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in original.items():
+                signal.signal(s, h)
+
+
 def run(config: PrimaryConfig) -> int:
     """`siteserver primary run`: serve until SIGTERM/SIGINT; exit 3 on a duplicate server.uuid."""
     log_config = logs.setup(config.log_level)
@@ -123,14 +147,18 @@ def run(config: PrimaryConfig) -> int:
     try:
         server.start()
     except DuplicateServer:
-        server.stop()
+        # Never registered: nothing of ours to release in the shared database, only close it.
+        server.hashing.shutdown(wait=False)
+        server.db.close()
         return EXIT_DUPLICATE_UUID
     log.info(
         "primary %s listening on %s (guard %s, data_dir %s)",
-        server.server_uuid, config.listen,
-        "enabled" if config.high_availability_guard.enabled else "disabled", config.data_dir,
+        server.server_uuid,
+        config.listen,
+        "enabled" if config.high_availability_guard.enabled else "disabled",
+        config.data_dir,
     )
-    uv = uvicorn.Server(
+    uv = _Server(
         uvicorn.Config(
             server.app(),
             host=config.host,

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import sqlite_utils
@@ -30,7 +30,7 @@ from siteserver.timeutil import now_iso
 log = logging.getLogger("siteserver.ha")
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     PASSIVE = "passive"
     STARTING = "starting"  # holds the lease, has not reached running yet
     ACTIVE = "active"
@@ -105,6 +105,7 @@ class Guard:
         self._activation: threading.Thread | None = None
         self._activation_started = 0.0
         self._activated = threading.Event()
+        self._failed_epoch: int | None = None  # the epoch whose activation hook raised
 
     # -- what the rest of the server asks ----------------------------------------------------
 
@@ -239,16 +240,24 @@ class Guard:
     def tick(self) -> None:
         """One heartbeat: renew the lease if we hold it, else watch it and maybe take over."""
         if self.role in (Role.ACTIVE, Role.STARTING):
+            # The lease runs from before the renewal, not from after it: a pause between the
+            # commit and reading the clock must not extend it past a successor's takeover.
+            started = self.clock()
             held = self.db.write_sync(self._renew, fenced=False)
             if not held:
                 self._step_down("the lease was taken over by another member")
                 return
-            self._last_renewed = self.clock()
+            self._last_renewed = started
             if self.role is Role.STARTING and not self._activated.is_set():
-                if self.clock() - self._activation_started > self.settings.startup_timeout_secs:
+                failed = self._failed_epoch == self.epoch
+                late = self.clock() - self._activation_started > self.settings.startup_timeout_secs
+                if failed or late:
                     log.error(
-                        "did not reach running within startup-timeout-secs (%ss); giving way",
-                        self.settings.startup_timeout_secs,
+                        "%s; giving way",
+                        "the activation hook failed"
+                        if failed
+                        else "did not reach running within startup-timeout-secs "
+                        f"({self.settings.startup_timeout_secs}s)",
                     )
                     self.db.write_sync(self._give_way, fenced=False)
                     self._step_down("startup timeout")
@@ -296,7 +305,8 @@ class Guard:
         self.role = Role.STARTING
         log.warning(
             "taking over as the active application server (epoch %s; previous holder %s)",
-            self.epoch, holder or "none",
+            self.epoch,
+            holder or "none",
         )
         return True
 
@@ -309,7 +319,8 @@ class Guard:
             try:
                 self.on_activate()
             except Exception:
-                log.exception("activation failed; staying passive")
+                log.exception("activation failed; giving the lease back at the next heartbeat")
+                self._failed_epoch = epoch
                 return
             with self._lock:
                 if self.role is Role.STARTING and self.epoch == epoch:

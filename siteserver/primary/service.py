@@ -7,6 +7,7 @@ through the `Database` facade; money moves only through `store.ledger.apply`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -40,9 +41,8 @@ from siteserver.domain import (
     resolve_queue,
     token_digest,
 )
-from siteserver.store import Database
+from siteserver.store import Database, catalog, jobs, ledger, settings
 from siteserver.store import accounts as acc
-from siteserver.store import catalog, jobs, ledger, settings
 from siteserver.store.catalog import MachineCredential
 from siteserver.timeutil import iso, now_iso, utcnow
 
@@ -124,7 +124,9 @@ class PrimaryService:
             disabled=getattr(body, "disabled", None),
         )
 
-    def _set_balance(self, db: sqlite_utils.Database, account_id: int, target: int, kind: str, now: str) -> None:
+    def _set_balance(
+        self, db: sqlite_utils.Database, account_id: int, target: int, kind: str, now: str
+    ) -> None:
         current = db.execute("SELECT balance_cents FROM accounts WHERE id = ?", [account_id]).fetchone()[0]
         if target != current:
             ledger.apply(
@@ -165,7 +167,12 @@ class PrimaryService:
         return out
 
     async def delete_user(self, username: str) -> None:
-        await self.db.write(lambda db: acc.delete_user(db, username, now=now_iso()))
+        def work(db: sqlite_utils.Database) -> None:
+            now = now_iso()
+            acc.delete_user(db, username, now=now)
+            jobs.expire_held_of_user(db, username, now=now)
+
+        await self.db.write(work)
         self.sessions.close_user(username)
 
     async def adjust(self, username: str, body: m.AdjustmentIn) -> dict[str, Any]:
@@ -173,12 +180,18 @@ class PrimaryService:
             user = acc.require_user(db, username)
             now = now_iso()
             entry = ledger.Entry(
-                str(body.txn_id), user.account_id, body.amount_cents, "adjustment",
-                Enforcement.FACT, now, comment=body.comment or None,
+                str(body.txn_id),
+                user.account_id,
+                body.amount_cents,
+                "adjustment",
+                Enforcement.FACT,
+                now,
+                comment=body.comment or None,
             )
             (out,) = ledger.apply(db, [entry], epoch=self.epoch_of(), applied_at=now)
             _raise_conflict(out)
-            return {"txn_id": body.txn_id, "status": out.status, "balance_cents": out.balance_after_cents}
+            # A repeat of the same txn_id answers exactly what the first call answered.
+            return {"txn_id": body.txn_id, "status": "applied", "balance_cents": out.balance_after_cents}
 
         return await self.db.write(work)
 
@@ -186,8 +199,12 @@ class PrimaryService:
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
             now = now_iso()
             account_id = acc.create_shared_account(
-                db, body.name, restricted=body.restricted, overdraft_cents=body.overdraft_cents,
-                members=body.members, now=now,
+                db,
+                body.name,
+                restricted=body.restricted,
+                overdraft_cents=body.overdraft_cents,
+                members=body.members,
+                now=now,
             )
             self._set_balance(db, account_id, body.balance_cents, "initial_balance", now)
             found = acc.get_shared_account(db, body.name)
@@ -209,8 +226,12 @@ class PrimaryService:
         from siteserver.domain import CostModel, PrinterModel
 
         c = body.cost
-        cost = CostModel(c.mono_page_cents, c.color_page_cents, c.duplex_discount_pct, c.scan_page_cents, c.fax_page_cents)
-        printer = catalog.Printer(body.name, body.site_id, body.hold, PrinterModel(body.name, body.color, body.duplex, cost))
+        cost = CostModel(
+            c.mono_page_cents, c.color_page_cents, c.duplex_discount_pct, c.scan_page_cents, c.fax_page_cents
+        )
+        printer = catalog.Printer(
+            body.name, body.site_id, body.hold, PrinterModel(body.name, body.color, body.duplex, cost)
+        )
         await self.db.write(lambda db: catalog.create_printer(db, printer, now=now_iso()))
         return printer.public()
 
@@ -239,7 +260,9 @@ class PrimaryService:
     async def create_device(self, body: m.DeviceCreate) -> dict[str, Any]:
         token = new_token("dev")
         await self.db.write(
-            lambda db: catalog.create_device(db, body.device_id, body.printer, token_digest(token), now=now_iso())
+            lambda db: catalog.create_device(
+                db, body.device_id, body.printer, token_digest(token), now=now_iso()
+            )
         )
         return {"device_id": body.device_id, "token": token}
 
@@ -257,7 +280,9 @@ class PrimaryService:
 
     async def put_policies(self, policies: OfflinePolicies) -> OfflinePolicies:
         def work(db: sqlite_utils.Database) -> OfflinePolicies:
-            missing = [n for n in sorted(policies.shared_accounts_named()) if acc.get_shared_account(db, n) is None]
+            missing = [
+                n for n in sorted(policies.shared_accounts_named()) if acc.get_shared_account(db, n) is None
+            ]
             if missing:
                 raise Invalid(f"offline policies name shared account(s) that do not exist: {missing}")
             settings.put_policies(db, policies)
@@ -276,36 +301,38 @@ class PrimaryService:
 
     async def login(self, device: MachineCredential, body: m.LoginIn) -> dict[str, Any]:
         user_key = f"user:{body.username}" if body.username is not None else None
+        if body.id_number is not None and body.pin is not None:
+            # {id_number, pin} guesses a user's PIN too: lock it per ID number, known or not.
+            user_key = f"id_number:{self.hasher.card_hash(body.id_number)}"
         keys = [f"device:{device.ident}"] + ([user_key] if user_key else [])
         wait = self.lockout.retry_after(keys)
         if wait is not None:
             raise LockedOut("too many failed logins; try again later", retry_after_secs=wait)
 
-        if body.card_number is not None:
-            digest = self.hasher.card_hash(body.card_number)
-            user = await self.db.read(lambda db: acc.user_by_card(db, digest))
-            ok = user is not None
-        elif body.id_number is not None:
-            digest = self.hasher.card_hash(body.id_number)
-            user = await self.db.read(lambda db: acc.user_by_id_number(db, digest))
-            ok = user is not None
-            if body.pin is not None:
-                ok = await self._verify(body.pin, user.pin_hash if user else None) and ok
-        else:
-            assert body.username is not None
-            name = body.username
-            user = await self.db.read(lambda db: acc.get_user(db, name))
-            secret = body.password if body.password is not None else body.pin
-            stored = None if user is None else (user.password_hash if body.password is not None else user.pin_hash)
-            assert secret is not None
-            ok = await self._verify(secret, stored) and user is not None
-        if user is not None and user.disabled:
-            ok = False
+        def lookup(db: sqlite_utils.Database) -> tuple[acc.UserRecord | None, list[str]]:
+            """One read for the whole login: the user and the shared accounts they may charge."""
+            if body.card_number is not None:
+                user = acc.user_by_card(db, self.hasher.card_hash(body.card_number))
+            elif body.id_number is not None:
+                user = acc.user_by_id_number(db, self.hasher.card_hash(body.id_number))
+            else:
+                assert body.username is not None
+                user = acc.get_user(db, body.username)
+            return user, ([] if user is None else acc.shared_accounts_of(db, user.username))
+
+        user, shared = await self.db.read(lookup)
+        ok = user is not None and not user.disabled
+        secret = body.password if body.password is not None else body.pin
+        if secret is not None:
+            # Same Argon2 work for an unknown user, a disabled one and a wrong secret.
+            stored = (
+                None if user is None else (user.password_hash if body.password is not None else user.pin_hash)
+            )
+            ok = await self._verify(secret, stored) and ok
         if not ok or user is None:
             self.lockout.failure(keys)
             raise Unauthorized("unknown user or wrong credentials")
-        self.lockout.success(keys + [f"user:{user.username}"])
-        shared = await self.db.read(lambda db: acc.shared_accounts_of(db, user.username))
+        self.lockout.success([*keys, f"user:{user.username}"])
         session = self.sessions.open(user.username, device.ident)
         return {
             "session_id": session.session_id,
@@ -335,9 +362,15 @@ class PrimaryService:
                 q = quote_print(printer.model, pages=j.pages, copies=j.copies, color=j.color, duplex=j.duplex)
                 out.append(
                     {
-                        "job_id": j.job_id, "document_name": j.document_name, "pages": j.pages,
-                        "copies": j.copies, "color": j.color, "duplex": j.duplex, "queue": j.queue,
-                        "submitted_at": j.submitted_at, "cost_cents": q.cost_cents,
+                        "job_id": j.job_id,
+                        "document_name": j.document_name,
+                        "pages": j.pages,
+                        "copies": j.copies,
+                        "color": j.color,
+                        "duplex": j.duplex,
+                        "queue": j.queue,
+                        "submitted_at": j.submitted_at,
+                        "cost_cents": q.cost_cents,
                     }
                 )
             return {"jobs": out, "mode": "online"}
@@ -373,31 +406,57 @@ class PrimaryService:
                 if j is None or j.username != username:
                     results.append(_result(job_uuid, "not_found", "no such held job", 0, user.balance_cents))
                     continue
-                if j.status in (JobStatus.RELEASED, JobStatus.PRINTED) and j.released_by_device == device.ident:
+                if (
+                    j.status in (JobStatus.RELEASED, JobStatus.PRINTED)
+                    and j.released_by_device == device.ident
+                ):
                     # A retry after a lost answer: the same answer again, no second charge.
-                    results.append(_result(job_uuid, "released", None, j.cost_cents or 0, j.balance_after_cents or 0))
+                    results.append(
+                        _result(job_uuid, "released", None, j.cost_cents or 0, j.balance_after_cents or 0)
+                    )
                     continue
                 if j.status is not JobStatus.HELD:
-                    results.append(_result(job_uuid, "not_found", f"job is {j.status.value}", 0, user.balance_cents))
+                    results.append(
+                        _result(job_uuid, "not_found", f"job is {j.status.value}", 0, user.balance_cents)
+                    )
                     continue
                 if not releasable_at(j.queue, device.printer, findme):
-                    results.append(_result(job_uuid, "denied", "this job cannot be released at this printer", 0, user.balance_cents))
+                    results.append(
+                        _result(
+                            job_uuid,
+                            "denied",
+                            "this job cannot be released at this printer",
+                            0,
+                            user.balance_cents,
+                        )
+                    )
                     continue
                 q = quote_print(printer.model, pages=j.pages, copies=j.copies, color=j.color, duplex=j.duplex)
                 if account_id is None:
                     results.append(_result(job_uuid, "denied", why, q.cost_cents, user.balance_cents))
                     continue
-                entry = ledger.Entry(j.txn_id, account_id, -q.cost_cents, "print", Enforcement.AUTHORIZE, now, ref=j.job_id)
+                entry = ledger.Entry(
+                    j.txn_id, account_id, -q.cost_cents, "print", Enforcement.AUTHORIZE, now, ref=j.job_id
+                )
                 (out,) = ledger.apply(db, [entry], epoch=self.epoch_of(), applied_at=now)
                 if out.status == "denied":
-                    bal = out.balance_after_cents if out.balance_after_cents is not None else user.balance_cents
+                    bal = (
+                        out.balance_after_cents if out.balance_after_cents is not None else user.balance_cents
+                    )
                     results.append(_result(job_uuid, "denied", out.reason, q.cost_cents, bal))
                     continue
                 _raise_conflict(out)
                 assert out.balance_after_cents is not None
                 jobs.mark_released(
-                    db, j.job_id, printer=printer.name, grayscale=q.grayscale, cost_cents=q.cost_cents,
-                    account_id=account_id, balance_after_cents=out.balance_after_cents, device_id=device.ident, now=now,
+                    db,
+                    j.job_id,
+                    printer=printer.name,
+                    grayscale=q.grayscale,
+                    cost_cents=q.cost_cents,
+                    account_id=account_id,
+                    balance_after_cents=out.balance_after_cents,
+                    device_id=device.ident,
+                    now=now,
                 )
                 released.append(printer.name)
                 results.append(_result(job_uuid, "released", None, q.cost_cents, out.balance_after_cents))
@@ -419,14 +478,27 @@ class PrimaryService:
             account_id, why = self._charge_account(db, user, body.account)
             if account_id is None:
                 raise Forbidden(why or "account not allowed")
-            q = quote_usage(printer.model, kind=body.kind, pages=body.pages, color=body.color, duplex=body.duplex)
+            q = quote_usage(
+                printer.model, kind=body.kind, pages=body.pages, color=body.color, duplex=body.duplex
+            )
             # Usage already happened at the device: a fact, charged even past the limit.
-            entry = ledger.Entry(str(body.txn_id), account_id, -q.cost_cents, body.kind, Enforcement.FACT, now, ref=device.ident)
+            entry = ledger.Entry(
+                str(body.txn_id),
+                account_id,
+                -q.cost_cents,
+                body.kind,
+                Enforcement.FACT,
+                now,
+                ref=device.ident,
+            )
             (out,) = ledger.apply(db, [entry], epoch=self.epoch_of(), applied_at=now)
             _raise_conflict(out)
             return {
-                "txn_id": str(body.txn_id), "status": "charged", "cost_cents": -out.amount_cents,
-                "balance_cents": out.balance_after_cents, "mode": "online",
+                "txn_id": str(body.txn_id),
+                "status": "charged",
+                "cost_cents": -out.amount_cents,
+                "balance_cents": out.balance_after_cents,
+                "mode": "online",
             }
 
         return await self.db.write(work)
@@ -450,7 +522,8 @@ class PrimaryService:
                 return _job_answer(existing)
             now = now_iso()
             findme = {
-                q: members for q, members in catalog.findme_queues(db, cred.site_ids).items()
+                q: members
+                for q, members in catalog.findme_queues(db, cred.site_ids).items()
                 if members & set(cred.printers)
             }
             holds = {p.name: p.hold for p in catalog.printers_named(db, cred.printers).values()}
@@ -461,15 +534,30 @@ class PrimaryService:
                 raise NotFound(f"no printer or Find-Me queue named {body.queue!r} for this credential")
             site_id = cred.site_ids[0] if cred.site_ids else None
             base = jobs.Job(
-                job_id=job_id, request_digest=digest, username=body.username, queue=body.queue,
-                site_id=site_id, findme=target.findme, document_name=body.document_name, pages=body.pages,
-                copies=body.copies, color=body.color, duplex=body.duplex, client=body.client,
-                submitted_at=now, action="deny", status=JobStatus.DENIED, reason=None, txn_id=str(uuid.uuid4()),
+                job_id=job_id,
+                request_digest=digest,
+                username=body.username,
+                queue=body.queue,
+                site_id=site_id,
+                findme=target.findme,
+                document_name=body.document_name,
+                pages=body.pages,
+                copies=body.copies,
+                color=body.color,
+                duplex=body.duplex,
+                client=body.client,
+                submitted_at=now,
+                action="deny",
+                status=JobStatus.DENIED,
+                reason=None,
+                txn_id=str(uuid.uuid4()),
             )
             user = acc.get_user(db, body.username)
             printers = catalog.printers_named(db, sorted(target.printers))
             quotes = [
-                quote_print(p.model, pages=body.pages, copies=body.copies, color=body.color, duplex=body.duplex)
+                quote_print(
+                    p.model, pages=body.pages, copies=body.copies, color=body.color, duplex=body.duplex
+                )
                 for p in printers.values()
             ]
             estimate = min((q.cost_cents for q in quotes), default=0)
@@ -479,14 +567,30 @@ class PrimaryService:
                 job = _replace(base, action="hold", status=JobStatus.HELD, cost_cents=estimate)
             else:
                 printer = printers[target.name]
-                q = quote_print(printer.model, pages=body.pages, copies=body.copies, color=body.color, duplex=body.duplex)
-                entry = ledger.Entry(base.txn_id, user.account_id, -q.cost_cents, "print", Enforcement.AUTHORIZE, now, ref=job_id)
+                q = quote_print(
+                    printer.model, pages=body.pages, copies=body.copies, color=body.color, duplex=body.duplex
+                )
+                entry = ledger.Entry(
+                    base.txn_id,
+                    user.account_id,
+                    -q.cost_cents,
+                    "print",
+                    Enforcement.AUTHORIZE,
+                    now,
+                    ref=job_id,
+                )
                 (out,) = ledger.apply(db, [entry], epoch=self.epoch_of(), applied_at=now)
                 if out.status == "applied":
                     job = _replace(
-                        base, action="print", status=JobStatus.PRINTING, printer=printer.name,
-                        grayscale=q.grayscale, cost_cents=q.cost_cents, account_id=user.account_id,
-                        balance_after_cents=out.balance_after_cents, released_at=now,
+                        base,
+                        action="print",
+                        status=JobStatus.PRINTING,
+                        printer=printer.name,
+                        grayscale=q.grayscale,
+                        cost_cents=q.cost_cents,
+                        account_id=user.account_id,
+                        balance_after_cents=out.balance_after_cents,
+                        released_at=now,
                     )
                 else:
                     job = _replace(base, reason=out.reason, cost_cents=q.cost_cents)
@@ -508,18 +612,17 @@ class PrimaryService:
             if pending or remaining <= 0:
                 return {
                     "releases": [
-                        {"job_id": j.job_id, "printer": j.printer, "grayscale": bool(j.grayscale)} for j in pending
+                        {"job_id": j.job_id, "printer": j.printer, "grayscale": bool(j.grayscale)}
+                        for j in pending
                     ]
                 }
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                pass
 
     async def printed(self, cred: MachineCredential, job_id: str, body: m.PrintedIn) -> dict[str, Any]:
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
             j = jobs.get_job(db, job_id)
-            if j is None or (j.printer not in cred.printers and j.queue not in cred.printers):
+            if j is None or not _serves(db, cred, j):
                 raise NotFound(f"no job {job_id} on this credential's printers")
             if j.status is JobStatus.PRINTED:
                 return {"job_id": job_id, "status": "printed"}
@@ -543,8 +646,25 @@ class PrimaryService:
         return self.db.write_sync(work)
 
 
+def _serves(db: sqlite_utils.Database, cred: MachineCredential, j: jobs.Job) -> bool:
+    """Whether the job is this credential's: its printer once released (or printed directly),
+    else its queue - a printer it serves or a Find-Me queue with a member it serves."""
+    if j.printer is not None:
+        return j.printer in cred.printers
+    if j.queue in cred.printers:
+        return True
+    members = catalog.findme_queues(db, cred.site_ids).get(j.queue, set())
+    return bool(members & set(cred.printers))
+
+
 def _result(job_id: str, status: str, reason: str | None, cost: int, balance: int) -> dict[str, Any]:
-    return {"job_id": job_id, "status": status, "reason": reason, "cost_cents": cost, "balance_cents": balance}
+    return {
+        "job_id": job_id,
+        "status": status,
+        "reason": reason,
+        "cost_cents": cost,
+        "balance_cents": balance,
+    }
 
 
 def _raise_conflict(out: ledger.Outcome) -> None:

@@ -95,22 +95,23 @@ class UserChanges:
     disabled: bool | None = None
 
 
-def create_user(
-    db: sqlite_utils.Database, username: str, changes: UserChanges, *, now: str
-) -> int:
+def create_user(db: sqlite_utils.Database, username: str, changes: UserChanges, *, now: str) -> int:
     """Insert a user with a personal account at balance 0; returns the account id."""
     if get_user(db, username) is not None:
         raise Conflict(f"a user named {username!r} already exists")
     cur = db.execute(
         "INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, created_at)"
         " VALUES ('personal', ?, 0, ?, ?, ?)",
-        [username, int(changes.restricted if changes.restricted is not None else True),
-         changes.overdraft_cents or 0, now],
+        [
+            username,
+            int(changes.restricted if changes.restricted is not None else True),
+            changes.overdraft_cents or 0,
+            now,
+        ],
     )
     account_id = int(cur.lastrowid or 0)
     db.execute(
-        "INSERT INTO users (username, account_id, full_name, created_at, updated_at)"
-        " VALUES (?, ?, '', ?, ?)",
+        "INSERT INTO users (username, account_id, full_name, created_at, updated_at) VALUES (?, ?, '', ?, ?)",
         [username, account_id, now, now],
     )
     update_user(db, username, changes, now=now)

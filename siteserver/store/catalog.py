@@ -68,9 +68,19 @@ def create_printer(db: sqlite_utils.Database, p: Printer, *, now: str) -> None:
     c = p.model.cost
     db.execute(
         f"INSERT INTO printers ({_PRINTER_COLS}, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [p.name, p.site_id, int(p.hold), int(p.model.color), int(p.model.duplex),
-         c.mono_page_cents, c.color_page_cents, c.duplex_discount_pct, c.scan_page_cents,
-         c.fax_page_cents, now],
+        [
+            p.name,
+            p.site_id,
+            int(p.hold),
+            int(p.model.color),
+            int(p.model.duplex),
+            c.mono_page_cents,
+            c.color_page_cents,
+            c.duplex_discount_pct,
+            c.scan_page_cents,
+            c.fax_page_cents,
+            now,
+        ],
     )
 
 
@@ -171,7 +181,9 @@ class MachineCredential:
         return self.printers[0]
 
 
-def create_device(db: sqlite_utils.Database, device_id: str, printer: str, token_hash: str, *, now: str) -> None:
+def create_device(
+    db: sqlite_utils.Database, device_id: str, printer: str, token_hash: str, *, now: str
+) -> None:
     if db.execute("SELECT 1 FROM devices WHERE device_id = ?", [device_id]).fetchone():
         raise Conflict(f"a device {device_id!r} already exists")
     _require_printers(db, [printer])

@@ -191,7 +191,7 @@ class Database:
                 db.execute("SAVEPOINT job")
                 try:
                     done.append((j, j.fn(db), None))
-                except Exception as e:  # one job's failure undoes only that job
+                except BaseException as e:  # one job's failure undoes only that job
                     if not db.conn.in_transaction:
                         raise
                     db.execute("ROLLBACK TO job")
@@ -204,8 +204,8 @@ class Database:
             for j in group:
                 if not j.future.done():
                     j.future.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
+            # Never let the writer thread die (SystemExit, CancelledError from a job): every
+            # later write would wait forever. The error went to the futures of this group.
             return
         for j, result, err in done:  # only now, after COMMIT: durable before answered
             if err is None:

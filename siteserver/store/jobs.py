@@ -128,3 +128,14 @@ def expire_held(db: sqlite_utils.Database, *, submitted_before: str, now: str) -
         [now, submitted_before],
     )
     return cur.rowcount
+
+
+def expire_held_of_user(db: sqlite_utils.Database, username: str, *, now: str) -> int:
+    """A deleted user's held jobs go with them: a later user of the same name must not see or
+    release (and pay for) them."""
+    cur = db.execute(
+        "UPDATE jobs SET status = 'expired', reason = 'user deleted', expired_at = ?"
+        " WHERE status = 'held' AND username = ?",
+        [now, username],
+    )
+    return cur.rowcount

@@ -123,8 +123,19 @@ def apply(
         seen[e.txn_id] = (e.account_id, e.amount_cents, a.balance, seq)
         rows.append(
             (
-                seq, e.txn_id, e.account_id, e.amount_cents, a.balance, e.kind, e.origin_site,
-                e.occurred_at, applied_at, json.dumps(list(e.flags)), e.ref, e.comment, epoch,
+                seq,
+                e.txn_id,
+                e.account_id,
+                e.amount_cents,
+                a.balance,
+                e.kind,
+                e.origin_site,
+                e.occurred_at,
+                applied_at,
+                json.dumps(list(e.flags)),
+                e.ref,
+                e.comment,
+                epoch,
             )
         )
         out.append(Outcome(e.txn_id, "applied", e.amount_cents, a.balance, seq))
