@@ -16,21 +16,9 @@ def scrub(text: str) -> str:
     return _TOKEN.sub(r"\1_[redacted]", _SECRET.sub(r"\1[redacted]", text))
 
 
-class ScrubSecrets(logging.Filter):
-    """Scrubs the message with its arguments merged in, whatever their types (an exception
-    whose text holds a URL, a mapping, a repr)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True  # a broken logging call: let logging report it as usual
-        record.msg, record.args = scrub(message), None
-        return True
-
-
 class ScrubbingFormatter(logging.Formatter):
-    """Also scrubs what the filter cannot see: exception and stack text."""
+    """Scrubs each finished line: the message with its arguments merged in, whatever their types
+    (an exception whose text holds a URL, a mapping, a repr), and any traceback text."""
 
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record))
@@ -40,7 +28,6 @@ def setup(level: str) -> dict[str, object]:
     """Configure root logging and return a uvicorn log_config that uses the same handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(ScrubSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

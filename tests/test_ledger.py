@@ -147,7 +147,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="ledger-sm-"))
-        self.db = Database(self.tmp / "ledger.db", readers=1)
+        self.db = Database(self.tmp / "ledger.db")
         self.db.open(migrations)
         self.accounts: dict[int, ModelAccount] = {}
         self.applied: dict[str, Applied] = {}

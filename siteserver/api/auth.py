@@ -20,7 +20,7 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials
 
 
-def require_admin(
+async def require_admin(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     token = _token(creds)
@@ -66,14 +66,14 @@ async def check_route_credentials(request: Request) -> None:
         return
     creds = await _bearer(request)
     if require_admin in calls:
-        require_admin(request, creds)
+        await require_admin(request, creds)
     if calls & {require_machine, require_device}:
         cred = await require_machine(request, creds)
         if require_device in calls:
             await require_device(cred)
 
 
-def get_backend(request: Request) -> Any:
+async def get_backend(request: Request) -> Any:
     return request.app.state.backend
 
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -21,6 +17,7 @@ from siteserver.api import device, errors, health, primary_admin, provider
 from siteserver.config import PrimaryConfig
 from siteserver.domain import Lockout, SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
+from siteserver.serving import serve
 from siteserver.store import Database
 
 from .guard import DuplicateServer, Guard, load_server_uuid
@@ -120,24 +117,11 @@ class PrimaryServer:
         app.state.guard = self.guard
         app.state.backend = self.service
         errors.install(app)
-        for r in (health.router, primary_admin.router, device.router, provider.router):
+        # Device routes first: they are the hot path, and route matching walks the list in order.
+        for r in (device.router, provider.router, health.router, primary_admin.router):
             app.include_router(r)
         app.add_middleware(ActiveOnly, guard=self.guard)
         return app
-
-
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
-    the guard hands the lease back. Handle the signal, finish, and return normally instead."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        original = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in original.items():
-                signal.signal(s, h)
 
 
 def run(config: PrimaryConfig) -> int:
@@ -158,22 +142,17 @@ def run(config: PrimaryConfig) -> int:
         "enabled" if config.high_availability_guard.enabled else "disabled",
         config.data_dir,
     )
-    uv = _Server(
-        uvicorn.Config(
+    try:
+        started = serve(
             server.app(),
             host=config.host,
             port=config.port,
-            log_config=log_config,
             access_log=config.access_log,
-            timeout_graceful_shutdown=5,
-            lifespan="off",
+            log_config=log_config,
         )
-    )
-    try:
-        uv.run()
     finally:
         server.stop()
-    return 0 if uv.started else 1
+    return 0 if started else 1
 
 
 __all__ = ["EXIT_DUPLICATE_UUID", "PrimaryServer", "run"]

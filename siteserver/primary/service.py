@@ -309,18 +309,14 @@ class PrimaryService:
         if wait is not None:
             raise LockedOut("too many failed logins; try again later", retry_after_secs=wait)
 
-        def lookup(db: sqlite_utils.Database) -> tuple[acc.UserRecord | None, list[str]]:
-            """One read for the whole login: the user and the shared accounts they may charge."""
-            if body.card_number is not None:
-                user = acc.user_by_card(db, self.hasher.card_hash(body.card_number))
-            elif body.id_number is not None:
-                user = acc.user_by_id_number(db, self.hasher.card_hash(body.id_number))
-            else:
-                assert body.username is not None
-                user = acc.get_user(db, body.username)
-            return user, ([] if user is None else acc.shared_accounts_of(db, user.username))
-
-        user, shared = await self.db.read(lookup)
+        if body.card_number is not None:
+            by, value = "card", self.hasher.card_hash(body.card_number)
+        elif body.id_number is not None:
+            by, value = "id_number", self.hasher.card_hash(body.id_number)
+        else:
+            assert body.username is not None
+            by, value = "username", body.username
+        user, shared = await self.db.read(lambda db: acc.login_lookup(db, by, value), snapshot=False)
         ok = user is not None and not user.disabled
         secret = body.password if body.password is not None else body.pin
         if secret is not None:

@@ -52,6 +52,30 @@ def _user(row: Any) -> UserRecord | None:
     return UserRecord(u, full, email, acc, bal, bool(restricted), overdraft, bool(disabled), pw, pin)
 
 
+_UNIT_SEP = "\x1f"  # names cannot hold control characters (api.models.NAME_PATTERN)
+_LOGIN_SELECT = _USER_SELECT.replace(
+    "SELECT u.username,",
+    "SELECT (SELECT group_concat(sa.name, char(31)) FROM shared_account_members m"
+    " JOIN accounts sa ON sa.id = m.account_id"
+    " WHERE m.username = u.username AND sa.closed_at IS NULL), u.username,",
+)
+_LOGIN_WHERE = {
+    "card": " JOIN user_cards c ON c.username = u.username WHERE c.card_hash = ?",
+    "id_number": " WHERE u.id_number_hash = ?",
+    "username": " WHERE u.username = ?",
+}
+
+
+def login_lookup(db: sqlite_utils.Database, by: str, value: str) -> tuple[UserRecord | None, list[str]]:
+    """A login's whole read in one statement: the user found by card hash, ID number hash or
+    username, and the shared accounts they may charge (sorted)."""
+    row = db.execute(_LOGIN_SELECT + _LOGIN_WHERE[by], [value]).fetchone()
+    if row is None:
+        return None, []
+    shared = sorted(row[0].split(_UNIT_SEP)) if row[0] else []
+    return _user(row[1:]), shared
+
+
 def get_user(db: sqlite_utils.Database, username: str) -> UserRecord | None:
     return _user(db.execute(_USER_SELECT + " WHERE u.username = ?", [username]).fetchone())
 

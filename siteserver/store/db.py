@@ -5,17 +5,22 @@ inside `BEGIN IMMEDIATE … COMMIT` on the writer thread, in its own savepoint, 
 resolves only after COMMIT returned with `synchronous=FULL`: an answered write is on disk.
 Writes that arrive together share one transaction (one fsync), which is what makes durable
 charging fast on SQLite.
+
+Reads run on one reader thread that drains everything queued before it sleeps again and hands the
+batch of answers to the event loop in one wake-up. A thread hop per read costs more than the read
+itself under load (futures, wake-ups and the GIL passed back and forth); batching pays it once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +49,28 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
     return sqlite_utils.Database(conn, execute_plugins=False)
 
 
+@dataclass(slots=True)
+class _Read:
+    fn: Callable[[sqlite_utils.Database], Any]
+    snapshot: bool
+    future: asyncio.Future[Any] | Future[Any]
+    loop: asyncio.AbstractEventLoop | None  # None: a caller on a plain thread (read_sync)
+
+
+_Answer = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _settle(done: list[_Answer]) -> None:
+    """On the event loop: resolve a batch of read answers."""
+    for fut, result, err in done:
+        if fut.cancelled():
+            continue
+        if err is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(err)
+
+
 @dataclass
 class _Job:
     fn: Callable[[sqlite_utils.Database], Any]
@@ -54,16 +81,14 @@ class _Job:
 class Database:
     """Owns every connection to one SQLite file for this process."""
 
-    def __init__(self, path: Path | str, *, readers: int = 4) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._fence: Fence | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer_db: sqlite_utils.Database | None = None
         self._writer: threading.Thread | None = None
-        self._local = threading.local()
-        self._reader_dbs: list[sqlite_utils.Database] = []
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-reader")
-        self._lock = threading.Lock()
+        self._reads: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
+        self._reader: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -85,6 +110,8 @@ class Database:
                 raise
         self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
         self._writer.start()
+        self._reader = threading.Thread(target=self._read_loop, name="db-reader", daemon=True)
+        self._reader.start()
 
     def set_fence(self, fence: Fence | None) -> None:
         """A check run first in every fenced write transaction (the HA epoch); it raises to refuse."""
@@ -95,40 +122,75 @@ class Database:
             self._queue.put(None)
             self._writer.join(timeout=10)
             self._writer = None
-        self._readers.shutdown(wait=True)
-        with self._lock:
-            for rdb in self._reader_dbs:
-                rdb.close()
-            self._reader_dbs.clear()
+        if self._reader is not None:
+            self._reads.put(None)
+            self._reader.join(timeout=10)
+            self._reader = None
         if self._writer_db is not None:
             self._writer_db.close()
             self._writer_db = None
 
     # -- reads -----------------------------------------------------------------------------
 
-    def _reader(self) -> sqlite_utils.Database:
-        rdb = getattr(self._local, "db", None)
-        if rdb is None:
-            rdb = connect(self.path, readonly=True)
-            self._local.db = rdb
-            with self._lock:
-                self._reader_dbs.append(rdb)
-        return rdb
+    async def read(self, fn: Work[T], *, snapshot: bool = True) -> T:
+        """Run `fn` on the reader thread. `snapshot=False` is for a function that runs one SQL
+        statement (itself a snapshot): it saves the BEGIN/ROLLBACK round trips on hot paths."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._reads.put(_Read(fn, snapshot, fut, loop))
+        return await fut
 
-    def _run_read(self, fn: Work[T]) -> T:
-        rdb = self._reader()
+    def read_sync(self, fn: Work[T], *, snapshot: bool = True) -> T:
+        """The same from a plain thread (the guard, the scheduler, the CLI, tests)."""
+        fut: Future[T] = Future()
+        self._reads.put(_Read(fn, snapshot, fut, None))
+        return fut.result()
+
+    def _read_loop(self) -> None:
+        rdb = connect(self.path, readonly=True)
+        try:
+            while True:
+                item = self._reads.get()
+                batch: list[_Read] = []
+                while item is not None:
+                    batch.append(item)
+                    try:
+                        item = self._reads.get_nowait()
+                    except queue.Empty:
+                        break
+                answers: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+                for r in batch:
+                    try:
+                        result, err = self._run_read(rdb, r), None
+                    except BaseException as e:  # the caller gets it; the reader carries on
+                        result, err = None, e
+                    if r.loop is None:
+                        assert isinstance(r.future, Future)
+                        if err is None:
+                            r.future.set_result(result)
+                        else:
+                            r.future.set_exception(err)
+                    else:
+                        assert isinstance(r.future, asyncio.Future)
+                        answers.setdefault(r.loop, []).append((r.future, result, err))
+                for loop, done in answers.items():
+                    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                        loop.call_soon_threadsafe(_settle, done)
+                if item is None:
+                    return
+        finally:
+            rdb.close()
+
+    @staticmethod
+    def _run_read(rdb: sqlite_utils.Database, r: _Read) -> Any:
+        if not r.snapshot:
+            return r.fn(rdb)
         # One snapshot for the whole function: a read sees one consistent state.
         rdb.execute("BEGIN")
         try:
-            return fn(rdb)
+            return r.fn(rdb)
         finally:
             rdb.execute("ROLLBACK")
-
-    async def read(self, fn: Work[T]) -> T:
-        return await asyncio.wrap_future(self._readers.submit(self._run_read, fn))
-
-    def read_sync(self, fn: Work[T]) -> T:
-        return self._readers.submit(self._run_read, fn).result()
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -1,0 +1,36 @@
+"""The ceiling for `primary_login.py`: a bare FastAPI app on the same server stack as the primary
+(`siteserver.serving.serve`: uvicorn, one process, httptools/uvloop as uvicorn picks them, the same
+GC tuning, access log off) with one POST route that parses a small JSON body into a pydantic model
+and answers a small JSON object.
+
+It listens on the card-login path, so the same wrk script drives both servers.
+
+    python bench/bare_app.py --port 8000
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+app = FastAPI(title="bare")
+
+
+class LoginIn(BaseModel):
+    card_number: str
+
+
+@app.post("/api/device/v1/login")
+async def login(body: LoginIn) -> dict[str, object]:
+    return {"username": body.card_number, "balance_cents": 0, "mode": "online"}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from siteserver.serving import serve
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    args = ap.parse_args()
+    serve(app, host="127.0.0.1", port=args.port, access_log=False)

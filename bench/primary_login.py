@@ -1,0 +1,364 @@
+"""Card-login throughput and latency of a real primary, next to a bare FastAPI app on the same stack.
+
+It starts a primary the way an admin does (`siteserver primary run --config …`, through
+siteserver.launch), seeds it through the admin API (a printer, a device and --users users with
+cards C000001…), starts bench/bare_app.py on the primary's own serving stack
+(siteserver.serving.serve: one uvicorn process, httptools/uvloop as uvicorn picks them, the same GC
+tuning, access log off), then drives each with wrk (-t2 -c32 --latency, bench/login.lua:
+POST /api/device/v1/login {"card_number": <random seeded card>} with the device's bearer token)
+after a short warm-up, and finally measures unloaded
+latency with --sequential one-at-a-time requests on a keep-alive httpx client. Every non-2xx
+answer or socket error is reported as a failure. All processes it starts are stopped at the end.
+
+    python bench/primary_login.py [--duration 10] [--users 1000] [--threads 2] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+try:
+    import siteserver  # noqa: F401
+except ImportError:  # not installed: run from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from siteserver.domain.sessions import MAX_SESSIONS
+from siteserver.launch import RoleProcess, free_port, health_url, primary_config
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+LOGIN_PATH = "/api/device/v1/login"
+LUA = BENCH / "login.lua"
+FLOOR_RPS = 3_000  # the issue's floor for card login on the 2-core reference machine
+FLOOR_P99_MS = 18.0
+SESSION_CAP_WARN = int(0.9 * MAX_SESSIONS)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class BareProcess:
+    """bench/bare_app.py served by `siteserver.serving.serve`, exactly as the primary is."""
+
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BareProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(BENCH / "bare_app.py"), "--port", str(self.port)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"bare app exited with {self.proc.returncode}: {tail(self.log_path)}")
+            try:
+                httpx.get(self.url + "/openapi.json", timeout=0.5)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise TimeoutError(f"bare app did not listen: {tail(self.log_path)}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+
+def tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_bytes()[-n:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- seeding ------------------------------------------------------------------------------------
+
+
+def card(i: int) -> str:
+    return f"C{i:06d}"
+
+
+def _ok(r: httpx.Response) -> Any:
+    if r.status_code >= 400:
+        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
+    return r.json() if r.content else None
+
+
+def seed(base: str, admin_token: str, users: int) -> str:
+    """A printer, a device at it, and `users` users with one card each; returns the device token."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30,
+                      limits=httpx.Limits(max_connections=8)) as c:
+        _ok(c.post("/api/admin/v1/printers", json={
+            "name": "bench-mono", "site_id": "head-office", "color": False, "duplex": True, "hold": True,
+            "cost": {"mono_page_cents": 5, "color_page_cents": 5},
+        }))
+        token = _ok(c.post("/api/admin/v1/devices", json={"device_id": "bench-mfd", "printer": "bench-mono"}))
+        # Several at a time: the primary's writer commits concurrent creates together.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda i: _ok(c.post("/api/admin/v1/users", json={
+                "username": f"bench{i:06d}", "full_name": f"Bench User {i}", "card_numbers": [card(i)],
+                "balance_cents": 1000,
+            })), range(1, users + 1)))
+    return str(token["token"])
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    requests: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    non2xx: int
+    socket_errors: int
+    cpu_per_req_us: float  # server CPU (all threads) per request
+    server_cpu_pct: float  # of one core
+    raw: str
+
+
+def run_wrk(url: str, token: str, users: int, *, threads: int, connections: int, duration: float,
+            server_pid: int) -> WrkResult:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(LUA),
+           url + LOGIN_PATH, "--", token, str(users)]
+    cpu0, t0 = cpu_seconds(server_pid), time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    cpu1, t1 = cpu_seconds(server_pid), time.perf_counter()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"no BENCH-JSON line in wrk's output:\n{proc.stdout}\n{proc.stderr}")
+    d = json.loads(line.removeprefix("BENCH-JSON "))
+    secs = d["duration_us"] / 1e6
+    n = d["requests"]
+    return WrkResult(
+        rps=n / secs,
+        requests=n,
+        p50_ms=d["p50_us"] / 1000,
+        p90_ms=d["p90_us"] / 1000,
+        p99_ms=d["p99_us"] / 1000,
+        max_ms=d["max_us"] / 1000,
+        non2xx=d["status_errors"],
+        socket_errors=d["connect_errors"] + d["read_errors"] + d["write_errors"] + d["timeouts"],
+        cpu_per_req_us=1e6 * (cpu1 - cpu0) / n if n else float("nan"),
+        server_cpu_pct=100 * (cpu1 - cpu0) / (t1 - t0),
+        raw=proc.stdout,
+    )
+
+
+@dataclass
+class SeqResult:
+    n: int
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    failures: int
+
+
+def sequential(url: str, token: str, users: int, n: int, warmup: int = 50) -> SeqResult:
+    """One request at a time on a keep-alive connection: latency without queueing."""
+    rnd = random.Random(7)
+    times: list[float] = []
+    failures = 0
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
+        for i in range(warmup + n):
+            body = {"card_number": card(rnd.randint(1, users))}
+            t = time.perf_counter()
+            r = c.post(LOGIN_PATH, json=body)
+            dt = time.perf_counter() - t
+            if r.status_code != 200:
+                failures += 1
+            if i >= warmup:
+                times.append(dt * 1000)
+    times.sort()
+    return SeqResult(
+        n=n,
+        p50_ms=statistics.median(times),
+        p99_ms=times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
+        mean_ms=statistics.fmean(times),
+        failures=failures,
+    )
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10, help="seconds of wrk load per server")
+    ap.add_argument("--warmup", type=float, default=2, help="seconds of wrk load before each measurement")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--users", type=int, default=1000, help="seeded users, one card each")
+    ap.add_argument("--sequential", type=int, default=500, help="requests for the unloaded latency")
+    ap.add_argument("--show-wrk", action="store_true", help="print wrk's own report too")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, database)")
+    args = ap.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 1
+    if args.users < 1 or args.users > 999_999:
+        ap.error("--users must be between 1 and 999999")
+
+    root = Path(tempfile.mkdtemp(prefix="bench-login-"))
+    admin_token, health_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    port = free_port()
+    cfg = primary_config(root, name="primary", database=root / "primary.db", port=port,
+                         admin_token=admin_token, health_key=health_key,
+                         extra={"access_log": False, "log_level": "warning"})
+    primary = RoleProcess("primary", cfg, port, root / "primary.log")
+    bare = BareProcess(free_port(), root / "bare.log")
+    failures: list[str] = []
+    try:
+        print(f"primary_login: files in {root}", flush=True)
+        primary.start()
+        bare.start()
+        primary.wait_listening()
+        deadline = time.monotonic() + 30
+        while httpx.get(health_url(primary.url, health_key), timeout=2).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("primary did not become active: " + primary.log_tail())
+            time.sleep(0.1)
+        bare.wait_listening()
+
+        t = time.perf_counter()
+        token = seed(primary.url, admin_token, args.users)
+        print(f"  seeded {args.users:,} users with cards, a printer and a device "
+              f"in {time.perf_counter() - t:.1f} s", flush=True)
+        check = _ok(httpx.post(primary.url + LOGIN_PATH, json={"card_number": card(1)},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10))
+        if check.get("username") != "bench000001":
+            raise RuntimeError(f"card login answered {check}")
+
+        assert primary.proc is not None and bare.proc is not None
+        results: dict[str, WrkResult] = {}
+        logins = 0  # sessions the primary holds (each login opens one; none is closed here)
+        for name, srv, pid in (("bare FastAPI", bare.url, bare.proc.pid),
+                               ("card login", primary.url, primary.proc.pid)):
+            if args.warmup > 0:
+                w = run_wrk(srv, token, args.users, threads=args.threads, connections=args.connections,
+                            duration=args.warmup, server_pid=pid)
+                if name == "card login":
+                    logins += w.requests
+            print(f"  wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s against {name} …",
+                  flush=True)
+            r = run_wrk(srv, token, args.users, threads=args.threads, connections=args.connections,
+                        duration=args.duration, server_pid=pid)
+            results[name] = r
+            if name == "card login":
+                logins += r.requests
+            if args.show_wrk:
+                print(r.raw)
+            if r.non2xx or r.socket_errors:
+                failures.append(f"{name}: {r.non2xx} non-2xx answers, {r.socket_errors} socket errors")
+
+        seq = {name: sequential(srv, token, args.users, args.sequential)
+               for name, srv in (("bare FastAPI", bare.url), ("card login", primary.url))}
+        for name, s in seq.items():
+            if s.failures:
+                failures.append(f"{name} (sequential): {s.failures} non-200 answers")
+
+        for name, proc in (("primary", primary.proc), ("bare app", bare.proc)):
+            if proc.poll() is not None:
+                failures.append(f"{name} exited during the run with {proc.returncode}")
+    finally:
+        bare.stop()
+        primary.stop()
+        errors_in_log = [ln for ln in primary.log_tail(20_000).splitlines() if " ERROR " in ln]
+        if errors_in_log:
+            print("primary log has errors:\n  " + "\n  ".join(errors_in_log[-10:]), file=sys.stderr)
+        if args.keep:
+            print(f"kept {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    bare_r, login_r = results["bare FastAPI"], results["card login"]
+    if logins > SESSION_CAP_WARN:
+        print(f"\nWARNING: this run opened about {logins:,} device sessions. The primary's SessionRegistry "
+              f"holds at most {MAX_SESSIONS:,}; once full, every login rebuilds the whole table (~13 ms "
+              "each), so the numbers above may show that collapse rather than steady state. "
+              "Use a shorter --duration (see bench/README.md).")
+    print()
+    print(f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s, {args.users:,} cards; "
+          f"latency in ms; CPU = server process CPU per request / share of one core")
+    hdr = (f"{'':<16}{'req/s':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'non-2xx':>9}{'sock err':>9}"
+           f"{'CPU us/req':>11}{'CPU %':>7}")
+    print(hdr)
+    for name, r in results.items():
+        print(f"{name:<16}{r.rps:>9,.0f}{r.p50_ms:>8.2f}{r.p90_ms:>8.2f}{r.p99_ms:>8.2f}{r.max_ms:>8.1f}"
+              f"{r.non2xx:>9}{r.socket_errors:>9}{r.cpu_per_req_us:>11,.0f}{r.server_cpu_pct:>7.0f}")
+    print(f"{'login / bare':<16}{login_r.rps / bare_r.rps:>9.0%}{login_r.p50_ms / bare_r.p50_ms:>7.1f}x"
+          f"{'':>8}{login_r.p99_ms / bare_r.p99_ms:>7.1f}x{'':>8}{'':>9}{'':>9}"
+          f"{login_r.cpu_per_req_us / bare_r.cpu_per_req_us:>10.1f}x")
+    print()
+    print(f"unloaded, {args.sequential} sequential requests on one keep-alive httpx client (ms):")
+    print(f"{'':<16}{'p50':>8}{'p99':>8}{'mean':>8}")
+    for name, s in seq.items():
+        print(f"{name:<16}{s.p50_ms:>8.2f}{s.p99_ms:>8.2f}{s.mean_ms:>8.2f}")
+    print()
+    rps_ok = login_r.rps >= FLOOR_RPS
+    p99_ok = login_r.p99_ms <= FLOOR_P99_MS
+    print(f"card login vs the issue's floor: {login_r.rps:,.0f} req/s ({'ok' if rps_ok else 'BELOW'} "
+          f">= {FLOOR_RPS:,}), p99 {login_r.p99_ms:.1f} ms "
+          f"({'ok' if p99_ok else 'ABOVE'} <= {FLOOR_P99_MS:g})")
+    if failures:
+        print("FAILURES:")
+        for f in failures:
+            print("  " + f)
+        return 1
+    print("no errors: every answer was 2xx")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # everything started was stopped in the finally blocks
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
