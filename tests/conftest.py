@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -174,3 +175,15 @@ def fresh_db(tmp_path: Path) -> Iterator[Database]:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def expect_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The contract's error shape: exactly {"error": code, "detail": sentence}, with this status."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "detail"}, body
+    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    if code is not None:
+        assert body["error"] == code, body
+    return body

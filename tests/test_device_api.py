@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Primary, World, new_id
+from tests.conftest import Primary, World, expect_error, new_id
 
 LOGIN_KEYS = {"session_id", "username", "full_name", "balance_cents", "restricted", "shared_accounts", "mode"}
 JOB_KEYS = {
@@ -26,15 +26,6 @@ JOB_KEYS = {
     "cost_cents",
 }
 
-
-def expect_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "detail"}, body
-    assert isinstance(body["detail"], str) and body["detail"]
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def add_user(admin: httpx.Client, username: str, **fields: Any) -> None:

@@ -13,7 +13,7 @@ import httpx
 from siteserver.domain import Enforcement
 from siteserver.store import ledger
 from siteserver.store.db import connect
-from tests.conftest import Primary, World, new_id
+from tests.conftest import Primary, World, expect_error, new_id
 
 USER_KEYS = {"username", "full_name", "balance_cents", "restricted", "overdraft_cents", "disabled"}
 SECRET_KEYS = {"password", "pin", "card_numbers", "card_number", "id_number", "password_hash", "pin_hash"}
@@ -36,16 +36,6 @@ DEFAULT_POLICIES = {
     "hold_timeout_minutes": 240,
 }
 
-
-def expect_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "detail"}, body
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def all_transactions(c: httpx.Client, **params: Any) -> list[dict[str, Any]]:

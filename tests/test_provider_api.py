@@ -14,17 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Primary, World, new_id
-
-
-def expect_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "detail"}, body
-    assert isinstance(body["detail"], str) and body["detail"]
-    if code is not None:
-        assert body["error"] == code, body
-    return body
+from tests.conftest import Primary, World, expect_error, new_id
 
 
 def job(username: str, queue: str, **over: Any) -> dict[str, Any]:

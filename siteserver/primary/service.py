@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -47,6 +47,7 @@ from siteserver.store.catalog import MachineCredential
 from siteserver.timeutil import iso, now_iso, utcnow
 
 _CRED_CACHE_SECS = 2.0
+T = TypeVar("T")
 
 
 class ReleaseSignal:
@@ -214,13 +215,8 @@ class PrimaryService:
         return await self.db.write(work)
 
     async def get_shared_account(self, name: str) -> dict[str, Any]:
-        def work(db: sqlite_utils.Database) -> dict[str, Any]:
-            found = acc.get_shared_account(db, name)
-            if found is None:
-                raise NotFound(f"no shared account named {name!r}")
-            return found.public()
-
-        return await self.db.read(work)
+        found = await self.db.read(lambda db: acc.get_shared_account(db, name))
+        return _found(found, f"no shared account named {name!r}").public()
 
     async def create_printer(self, body: m.PrinterCreate) -> dict[str, Any]:
         from siteserver.domain import CostModel, PrinterModel
@@ -236,13 +232,8 @@ class PrimaryService:
         return printer.public()
 
     async def get_printer(self, name: str) -> dict[str, Any]:
-        def work(db: sqlite_utils.Database) -> dict[str, Any]:
-            p = catalog.get_printer(db, name)
-            if p is None:
-                raise NotFound(f"no printer named {name!r}")
-            return p.public()
-
-        return await self.db.read(work)
+        found = await self.db.read(lambda db: catalog.get_printer(db, name))
+        return _found(found, f"no printer named {name!r}").public()
 
     async def create_site(self, body: m.SiteCreate) -> dict[str, Any]:
         token = new_token("enr")
@@ -347,9 +338,9 @@ class PrimaryService:
         username = self._session_user(device, session_id)
 
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
-            printer = catalog.get_printer(db, device.printer)
-            if printer is None:
-                raise NotFound("this device's printer no longer exists")
+            printer = _found(
+                catalog.get_printer(db, device.printer), "this device's printer no longer exists"
+            )
             findme = catalog.findme_queues(db, device.site_ids)
             out = []
             for j in jobs.held_jobs_of(db, username):
@@ -391,9 +382,9 @@ class PrimaryService:
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
             now = now_iso()
             user = acc.require_user(db, username)
-            printer = catalog.get_printer(db, device.printer)
-            if printer is None:
-                raise NotFound("this device's printer no longer exists")
+            printer = _found(
+                catalog.get_printer(db, device.printer), "this device's printer no longer exists"
+            )
             findme = catalog.findme_queues(db, device.site_ids)
             account_id, why = self._charge_account(db, user, body.account)
             results = []
@@ -468,9 +459,9 @@ class PrimaryService:
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
             now = now_iso()
             user = acc.require_user(db, username)
-            printer = catalog.get_printer(db, device.printer)
-            if printer is None:
-                raise NotFound("this device's printer no longer exists")
+            printer = _found(
+                catalog.get_printer(db, device.printer), "this device's printer no longer exists"
+            )
             account_id, why = self._charge_account(db, user, body.account)
             if account_id is None:
                 raise Forbidden(why or "account not allowed")
@@ -508,7 +499,6 @@ class PrimaryService:
     async def submit_job(self, cred: MachineCredential, body: m.JobIn) -> dict[str, Any]:
         job_id = str(body.job_id)
         digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-        printed_now: list[str] = []
 
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
             existing = jobs.get_job(db, job_id)
@@ -593,9 +583,7 @@ class PrimaryService:
             jobs.insert_job(db, job)
             return _job_answer(job)
 
-        out = await self.db.write(work)
-        self.releases.notify(printed_now)
-        return out
+        return await self.db.write(work)
 
     async def releases_for(self, cred: MachineCredential, printer: str, wait: float) -> dict[str, Any]:
         if printer not in cred.printers:
@@ -651,6 +639,12 @@ def _serves(db: sqlite_utils.Database, cred: MachineCredential, j: jobs.Job) -> 
         return True
     members = catalog.findme_queues(db, cred.site_ids).get(j.queue, set())
     return bool(members & set(cred.printers))
+
+
+def _found(value: T | None, missing: str) -> T:
+    if value is None:
+        raise NotFound(missing)
+    return value
 
 
 def _result(job_id: str, status: str, reason: str | None, cost: int, balance: int) -> dict[str, Any]:
