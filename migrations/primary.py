@@ -201,3 +201,21 @@ INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, cr
 VALUES ('shared', 'Offline Account', 0, 0, 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 """,
     )
+
+
+@migrations()
+def m002_sync_nonces(db: sqlite_utils.Database) -> None:
+    run_script(
+        db,
+        """
+-- Nonces of signed sync requests seen recently, per site: a replayed request is refused.
+-- Rows older than twice the signature window are pruned as new ones arrive.
+CREATE TABLE sync_nonces (
+  site_id TEXT NOT NULL,
+  nonce TEXT NOT NULL,
+  seen_at INTEGER NOT NULL,
+  PRIMARY KEY (site_id, nonce)
+);
+CREATE INDEX sync_nonces_seen ON sync_nonces(seen_at);
+""",
+    )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from siteserver.config import ConfigError, PrimaryConfig, load_config
+from siteserver.config import ConfigError, PrimaryConfig, SiteConfig, load_config
 
 
 def _primary_run(args: argparse.Namespace) -> int:
@@ -16,6 +16,24 @@ def _primary_run(args: argparse.Namespace) -> int:
     if not isinstance(config, PrimaryConfig):
         raise ConfigError(f'{args.config}: role is {config.role!r}; `primary run` needs role = "primary"')
     return run(config)
+
+
+def _site_enroll(args: argparse.Namespace) -> int:
+    from siteserver.site.identity import EnrollmentError, enroll
+
+    config = load_config(args.config)
+    if not isinstance(config, SiteConfig):
+        raise ConfigError(f'{args.config}: role is {config.role!r}; `site enroll` needs role = "site"')
+    try:
+        url = enroll(config, args.token)
+    except EnrollmentError as e:
+        print(f"siteserver: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"siteserver: cannot write the site's files in {config.data_dir}: {e}", file=sys.stderr)
+        return 2
+    print(f"site {config.site_id!r} enrolled with the primary at {url}; identity in {config.data_dir}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -36,6 +54,17 @@ def parser() -> argparse.ArgumentParser:
     prun = psub.add_parser("run", help="run one primary application server")
     prun.add_argument("--config", required=True, metavar="FILE", help="primary TOML configuration")
     prun.set_defaults(func=_primary_run)
+
+    site = sub.add_parser("site", help="the branch site server")
+    ssub = site.add_subparsers(dest="action", required=True, metavar="ACTION")
+    senroll = ssub.add_parser(
+        "enroll", help="first start of a branch: make the key pair, register with the primary"
+    )
+    senroll.add_argument("--config", required=True, metavar="FILE", help="site TOML configuration")
+    senroll.add_argument(
+        "--token", required=True, metavar="TOKEN", help="the one-time enrollment token from the primary"
+    )
+    senroll.set_defaults(func=_site_enroll)
 
     demo = sub.add_parser("demo", help="a primary with sample data on loopback, in one command")
     demo.add_argument("--dir", default=None, help="keep the demo's files here (default: a new temp dir)")

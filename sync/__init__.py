@@ -1,3 +1,4 @@
 """The replication protocol, both ends (wire models, signed client, mirror, merge, apply, change feed).
 
-Arrives with the site-server issue; the package exists so the layout and the packaging are settled."""
+So far: `signing` (Ed25519 request signatures) and `client` (the site's signing client); see
+docs/sync.md."""

@@ -27,7 +27,6 @@ JOB_KEYS = {
 }
 
 
-
 def add_user(admin: httpx.Client, username: str, **fields: Any) -> None:
     r = admin.post("/api/admin/v1/users", json={"username": username, **fields})
     assert r.status_code == 201, r.text

@@ -37,7 +37,6 @@ DEFAULT_POLICIES = {
 }
 
 
-
 def all_transactions(c: httpx.Client, **params: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     since = 0

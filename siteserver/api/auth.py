@@ -3,9 +3,12 @@ separate realms: a credential of one realm is simply unknown (401) to the others
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from siteserver.domain import Forbidden, Unauthorized, same_secret
@@ -46,10 +49,81 @@ async def require_device(
     return cred
 
 
+# -- site signatures (sync API) ------------------------------------------------------------------
+
+_RAW_BODY = "siteserver.raw_body"
+_SIGNED_SITE = "siteserver.signed_site"
+_MAX_ENROLL_BODY = 4096
+
+
+class RawBodyRoute(APIRoute):
+    """Keeps the raw request body in the ASGI scope: a signature covers the exact bytes, and the
+    error handlers (which get a new Request) must be able to check it when the body is not JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def keep_body(request: Request) -> Response:
+            request.scope[_RAW_BODY] = await request.body()
+            return await handler(request)
+
+        return keep_body
+
+
+async def _raw_body(request: Request) -> bytes:
+    cached = request.scope.get(_RAW_BODY)
+    if isinstance(cached, bytes):
+        return cached
+    return await request.body()
+
+
+async def require_site_signature(request: Request) -> str:
+    """A request signed by an enrolled, enabled site's key, fresh and not seen before (see
+    sync.signing). Checked once per request: the nonce it records would make a second check a
+    replay."""
+    done = request.scope.get(_SIGNED_SITE)
+    if isinstance(done, str):
+        return done
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    site_id: str = await request.app.state.sync.authenticate(
+        request.method, path, query, await _raw_body(request), request.headers
+    )
+    request.scope[_SIGNED_SITE] = site_id
+    return site_id
+
+
+def invalid_enrollment() -> Unauthorized:
+    return Unauthorized("unknown site or invalid enrollment token", code="invalid_enrollment_token")
+
+
+async def require_enrollment_token(request: Request) -> None:
+    """Enrollment's credential is the one-time token in the body: without a token valid for the
+    named site the answer is 401, whatever else the body holds (it is consumed by the enroll
+    call itself, in one write transaction)."""
+    body = await _raw_body(request)
+    if len(body) > _MAX_ENROLL_BODY:
+        raise invalid_enrollment()
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_enrollment() from None
+    site_id = data.get("site_id") if isinstance(data, dict) else None
+    token = data.get("enrollment_token") if isinstance(data, dict) else None
+    if not (isinstance(site_id, str) and isinstance(token, str) and 0 < len(token) <= 256):
+        raise invalid_enrollment()
+    if not await request.app.state.sync.enrollment_token_valid(site_id, token):
+        raise invalid_enrollment()
+
+
+_CHECKS = (require_admin, require_machine, require_device, require_site_signature, require_enrollment_token)
+
+
 def _auth_calls(dependant: Any) -> set[Any]:
     calls: set[Any] = set()
     for dep in getattr(dependant, "dependencies", ()):
-        if dep.call in (require_admin, require_machine, require_device):
+        if dep.call in _CHECKS:
             calls.add(dep.call)
         calls |= _auth_calls(dep)
     return calls
@@ -71,6 +145,10 @@ async def check_route_credentials(request: Request) -> None:
         cred = await require_machine(request, creds)
         if require_device in calls:
             await require_device(cred)
+    if require_site_signature in calls:
+        await require_site_signature(request)
+    if require_enrollment_token in calls:
+        await require_enrollment_token(request)
 
 
 async def get_backend(request: Request) -> Any:
@@ -81,3 +159,5 @@ Admin = Annotated[None, Depends(require_admin)]
 Machine = Annotated[MachineCredential, Depends(require_machine)]
 Device = Annotated[MachineCredential, Depends(require_device)]
 Backend = Annotated[Any, Depends(get_backend)]
+SignedSite = Annotated[str, Depends(require_site_signature)]
+EnrollmentToken = Annotated[None, Depends(require_enrollment_token)]

@@ -15,9 +15,10 @@ IDENT_PATTERN = r"^[A-Za-z0-9._-]+$"
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENT_PATTERN)]
 Text = Annotated[str, Field(max_length=512, pattern=r"^[^\x00]*$")]
-Cents = Annotated[int, Field(ge=-MAX_AMOUNT_CENTS, le=MAX_AMOUNT_CENTS)]
-NonNegCents = Annotated[int, Field(ge=0, le=MAX_AMOUNT_CENTS)]
-PagePrice = Annotated[int, Field(ge=0, le=MAX_PAGE_PRICE_CENTS)]
+# Money is a JSON integer: strict, so 10.0 or "10" is refused rather than quietly converted.
+Cents = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT_CENTS, le=MAX_AMOUNT_CENTS)]
+NonNegCents = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT_CENTS)]
+PagePrice = Annotated[int, Field(strict=True, ge=0, le=MAX_PAGE_PRICE_CENTS)]
 Pages = Annotated[int, Field(ge=1, le=100_000)]
 Password = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
 Pin = Annotated[str, Field(min_length=4, max_length=16, pattern=r"^[0-9]+$")]
@@ -168,6 +169,37 @@ class SiteOut(BaseModel):
 
 class SitesOut(BaseModel):
     sites: list[SiteOut]
+
+
+class SitePatch(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
+    disabled: bool | None = None
+
+
+# -- sync API (site signatures) ------------------------------------------------------------------
+
+
+class EnrollIn(Strict):
+    site_id: Ident
+    enrollment_token: Annotated[str, Field(min_length=1, max_length=256)]
+    public_key: Annotated[str, Field(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]{43}$")]
+
+
+class EnrollOut(BaseModel):
+    site_id: str
+    pepper: str
+
+
+class HeartbeatIn(Strict):
+    mode: Literal["online", "offline", "reconciling"]
+    journal_backlog: Annotated[int, Field(ge=0, le=2**62)]
+    version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class HeartbeatOut(BaseModel):
+    primary_time: str
+    server_uuid: str
+    epoch: int
 
 
 class DeviceCreate(Strict):

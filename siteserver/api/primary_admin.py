@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from siteserver.domain import OfflinePolicies
 
@@ -82,6 +82,24 @@ async def create_site(body: m.SiteCreate, _: Admin, backend: Backend) -> Any:
 @router.get("/sites", response_model=m.SitesOut, responses=_ERRORS)
 async def list_sites(_: Admin, backend: Backend) -> Any:
     return await backend.list_sites()
+
+
+def _site_id_in_path() -> Any:
+    return Path(min_length=1, max_length=64, pattern=m.IDENT_PATTERN)
+
+
+@router.patch("/sites/{site_id}", response_model=m.SiteOut, responses=_ERRORS)
+async def patch_site(body: m.SitePatch, _: Admin, request: Request, site_id: str = _site_id_in_path()) -> Any:
+    """Rename a site or disable it (a disabled site's signed sync calls get 403 site_disabled)."""
+    return await request.app.state.sync.patch_site(site_id, body)
+
+
+@router.post(
+    "/sites/{site_id}/enrollment-token", status_code=201, response_model=m.SiteCreated, responses=_ERRORS
+)
+async def new_enrollment_token(_: Admin, request: Request, site_id: str = _site_id_in_path()) -> Any:
+    """A new one-time enrollment token (a replaced site server); the site's old key stops working."""
+    return await request.app.state.sync.new_enrollment_token(site_id)
 
 
 @router.post("/devices", status_code=201, response_model=m.DeviceCreated, responses=_ERRORS)

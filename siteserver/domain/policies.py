@@ -33,7 +33,7 @@ class AccountSelection(_Strict):
 
 class RestrictedCredit(_Strict):
     mode: Literal["cached_balance", "allowance", "deny", "unlimited"] = "cached_balance"
-    offline_credit_cents: int = Field(0, ge=0, le=MAX_AMOUNT_CENTS)
+    offline_credit_cents: int = Field(0, strict=True, ge=0, le=MAX_AMOUNT_CENTS)
 
 
 class UnauthenticatedUsers(_Strict):

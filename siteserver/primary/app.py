@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from migrations.primary import migrations
 from siteserver import logs
-from siteserver.api import device, errors, health, primary_admin, provider
+from siteserver.api import device, errors, health, primary_admin, provider, sync
 from siteserver.config import PrimaryConfig
 from siteserver.domain import Lockout, SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
@@ -22,6 +22,7 @@ from siteserver.store import Database
 
 from .guard import DuplicateServer, Guard, load_server_uuid
 from .service import PrimaryService
+from .sync_service import SyncService
 
 log = logging.getLogger("siteserver.primary")
 
@@ -70,13 +71,17 @@ class PrimaryServer:
         self.guard = Guard(
             self.db, self.server_uuid, config.high_availability_guard, on_activate=self._activate
         )
+        hasher = SecretHasher(load_or_create_pepper(config.secrets_path))
         self.service = PrimaryService(
             db=self.db,
-            hasher=SecretHasher(load_or_create_pepper(config.secrets_path)),
+            hasher=hasher,
             epoch_of=lambda: self.guard.epoch,
             lockout=Lockout(),
             sessions=SessionRegistry(),
             hashing=self.hashing,
+        )
+        self.sync = SyncService(
+            db=self.db, pepper=hasher.pepper, server_uuid=self.server_uuid, epoch_of=lambda: self.guard.epoch
         )
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)
@@ -109,16 +114,17 @@ class PrimaryServer:
             title="siteserver primary",
             version="1",
             description="The primary application server: administration, device and print provider "
-            "APIs, health for the load balancer. See CONTRACT.md.",
+            "APIs, health for the load balancer, and the sync API for site servers. See CONTRACT.md.",
         )
         app.state.config = self.config
         app.state.admin_token = self.admin_token
         app.state.health_key = self.health_key
         app.state.guard = self.guard
         app.state.backend = self.service
+        app.state.sync = self.sync
         errors.install(app)
         # Device routes first: they are the hot path, and route matching walks the list in order.
-        for r in (device.router, provider.router, health.router, primary_admin.router):
+        for r in (device.router, provider.router, health.router, primary_admin.router, sync.router):
             app.include_router(r)
         app.add_middleware(ActiveOnly, guard=self.guard)
         return app

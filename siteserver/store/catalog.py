@@ -137,16 +137,18 @@ def findme_queues(db: sqlite_utils.Database, site_ids: Sequence[str]) -> dict[st
     return queues
 
 
-def list_sites(db: sqlite_utils.Database) -> list[dict[str, object]]:
+def list_sites(db: sqlite_utils.Database, *, site_id: str | None = None) -> list[dict[str, object]]:
     out = []
+    where, args = ("WHERE site_id = ?", [site_id]) if site_id is not None else ("", [])
     for row in db.execute(
         "SELECT site_id, name, enrolled_at, disabled, last_contact_at, reported_mode,"
-        " journal_backlog FROM sites ORDER BY site_id"
+        f" journal_backlog FROM sites {where} ORDER BY site_id",
+        args,
     ):
-        site_id = row[0]
+        sid = row[0]
         out.append(
             {
-                "site_id": site_id,
+                "site_id": sid,
                 "name": row[1],
                 "enrolled": row[2] is not None,
                 "enrolled_at": row[2],
@@ -155,12 +157,92 @@ def list_sites(db: sqlite_utils.Database) -> list[dict[str, object]]:
                 "mode": row[5],
                 "journal_backlog": row[6],
                 "findme_queues": [
-                    {"name": q, "printers": sorted(p)}
-                    for q, p in sorted(findme_queues(db, [site_id]).items())
+                    {"name": q, "printers": sorted(p)} for q, p in sorted(findme_queues(db, [sid]).items())
                 ],
             }
         )
     return out
+
+
+def get_site(db: sqlite_utils.Database, site_id: str) -> dict[str, object] | None:
+    """One site as `list_sites` shows it."""
+    return next((s for s in list_sites(db, site_id=site_id)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKey:
+    """What the sync API needs to know of a site to check its signatures."""
+
+    site_id: str
+    public_key: str | None
+    disabled: bool
+
+
+def site_key(db: sqlite_utils.Database, site_id: str) -> SiteKey | None:
+    row = db.execute(
+        "SELECT site_id, public_key, disabled FROM sites WHERE site_id = ?", [site_id]
+    ).fetchone()
+    return None if row is None else SiteKey(row[0], row[1], bool(row[2]))
+
+
+def enrollment_token_matches(db: sqlite_utils.Database, site_id: str, token_hash: str) -> bool:
+    return (
+        db.execute(
+            "SELECT 1 FROM sites WHERE site_id = ? AND enrollment_token_hash = ?", [site_id, token_hash]
+        ).fetchone()
+        is not None
+    )
+
+
+def enroll_site(
+    db: sqlite_utils.Database, site_id: str, token_hash: str, public_key: str, *, now: str
+) -> bool:
+    """Consume the one-time token and store the site's key; False if the token does not match."""
+    cur = db.execute(
+        "UPDATE sites SET public_key = ?, enrolled_at = ?, enrollment_token_hash = NULL"
+        " WHERE site_id = ? AND enrollment_token_hash = ?",
+        [public_key, now, site_id, token_hash],
+    )
+    return cur.rowcount == 1
+
+
+def reissue_enrollment_token(db: sqlite_utils.Database, site_id: str, token_hash: str) -> None:
+    """A new one-time token; the stored key is dropped, so the old key stops working at once."""
+    require_site(db, site_id)
+    db.execute(
+        "UPDATE sites SET enrollment_token_hash = ?, public_key = NULL, enrolled_at = NULL WHERE site_id = ?",
+        [token_hash, site_id],
+    )
+
+
+def update_site(
+    db: sqlite_utils.Database, site_id: str, *, name: str | None = None, disabled: bool | None = None
+) -> None:
+    require_site(db, site_id)
+    if name is not None:
+        db.execute("UPDATE sites SET name = ? WHERE site_id = ?", [name, site_id])
+    if disabled is not None:
+        db.execute("UPDATE sites SET disabled = ? WHERE site_id = ?", [int(disabled), site_id])
+
+
+def record_heartbeat(
+    db: sqlite_utils.Database, site_id: str, *, mode: str, journal_backlog: int, now: str
+) -> None:
+    db.execute(
+        "UPDATE sites SET last_contact_at = ?, reported_mode = ?, journal_backlog = ? WHERE site_id = ?",
+        [now, mode, journal_backlog, site_id],
+    )
+
+
+def remember_nonce(db: sqlite_utils.Database, site_id: str, nonce: str, *, now: int, keep_secs: int) -> bool:
+    """Record a signed request's nonce; False if this site already used it (a replay).
+
+    Rows older than `keep_secs` are pruned in the same transaction."""
+    db.execute("DELETE FROM sync_nonces WHERE seen_at < ?", [now - keep_secs])
+    cur = db.execute(
+        "INSERT OR IGNORE INTO sync_nonces (site_id, nonce, seen_at) VALUES (?, ?, ?)", [site_id, nonce, now]
+    )
+    return cur.rowcount == 1
 
 
 # -- machine credentials -----------------------------------------------------------------------

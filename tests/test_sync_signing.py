@@ -1,0 +1,325 @@
+"""Signed sync requests: sync.signing as pure functions, and the primary's checks over real HTTP
+(SyncClient against a real primary process)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sync import signing
+from sync.client import HEARTBEAT_PATH, SyncClient, enroll
+from tests.conftest import Primary, expect_error
+
+NOW = 1_767_225_600.0
+PATH = "/api/sync/v1/heartbeat"
+BODY = b'{"mode":"online","journal_backlog":0,"version":"1"}'
+
+# -- pure ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def key() -> Ed25519PrivateKey:
+    return signing.generate_key()
+
+
+def _signed(key: Ed25519PrivateKey, **over: Any) -> dict[str, str]:
+    args: dict[str, Any] = {
+        "method": "POST",
+        "path": PATH,
+        "query": "a=1",
+        "body": BODY,
+        "site_id": "branch-01",
+        "now": NOW,
+    }
+    args.update(over)
+    return signing.sign(key, **args)
+
+
+def _verify(key: Ed25519PrivateKey, headers: dict[str, str], **over: Any) -> None:
+    args: dict[str, Any] = {
+        "method": "POST",
+        "path": PATH,
+        "query": "a=1",
+        "body": BODY,
+        "headers": headers,
+        "now": NOW,
+    }
+    args.update(over)
+    signing.verify(key.public_key(), **args)
+
+
+def test_round_trip(key: Ed25519PrivateKey) -> None:
+    headers = _signed(key)
+    assert set(headers) == {"X-Site-Id", "X-Sync-Timestamp", "X-Sync-Nonce", "Content-Digest", "Signature"}
+    assert headers["X-Sync-Timestamp"] == str(int(NOW))
+    assert signing.NONCE_RE.fullmatch(headers["X-Sync-Nonce"])
+    assert headers["Content-Digest"].startswith("sha-256=:") and headers["Content-Digest"].endswith(":")
+    assert headers["Signature"].startswith("sig1=:")
+    _verify(key, headers)
+    # Header names are case-insensitive on the wire.
+    _verify(key, {k.lower(): v for k, v in headers.items()})
+    # Empty body and empty query work too.
+    empty = _signed(key, body=b"", query="")
+    _verify(key, empty, body=b"", query="")
+
+
+def test_signature_base_is_documented_form() -> None:
+    base = signing.signature_base("post", "/p", "", "sha-256=:x:", "s", "1", "n")
+    assert base == (
+        b'"@method": POST\n"@path": /p\n"@query": ?\n"content-digest": sha-256=:x:\n'
+        b'"x-site-id": s\n"x-sync-timestamp": 1\n"x-sync-nonce": n'
+    )
+
+
+def test_tampered_body_is_a_bad_digest(key: Ed25519PrivateKey) -> None:
+    with pytest.raises(signing.BadDigest):
+        _verify(key, _signed(key), body=BODY.replace(b"0", b"9"))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"method": "PUT"}, {"path": "/api/sync/v1/other"}, {"query": "a=2"}, {"query": ""}],
+    ids=["method", "path", "query", "query-dropped"],
+)
+def test_tampered_request_line_is_a_bad_signature(key: Ed25519PrivateKey, over: dict[str, Any]) -> None:
+    with pytest.raises(signing.BadSignature):
+        _verify(key, _signed(key), **over)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Site-Id", "branch-02"),
+        ("X-Sync-Timestamp", str(int(NOW) + 1)),
+        ("X-Sync-Nonce", "B" * 32),
+    ],
+)
+def test_tampered_headers_are_a_bad_signature(key: Ed25519PrivateKey, header: str, value: str) -> None:
+    headers = _signed(key)
+    headers[header] = value
+    with pytest.raises(signing.BadSignature):
+        _verify(key, headers)
+
+
+def test_tampered_digest_header_is_refused(key: Ed25519PrivateKey) -> None:
+    """A digest header changed to match another body: the signature no longer matches."""
+    headers = _signed(key)
+    other = b"{}"
+    headers["Content-Digest"] = signing.content_digest(other)
+    with pytest.raises(signing.BadSignature):
+        _verify(key, headers, body=other)
+
+
+def test_wrong_key(key: Ed25519PrivateKey) -> None:
+    with pytest.raises(signing.BadSignature):
+        _verify(signing.generate_key(), _signed(key))
+
+
+@pytest.mark.parametrize("skew", [-301, 301, -3600, 3600])
+def test_stale_either_way(key: Ed25519PrivateKey, skew: int) -> None:
+    with pytest.raises(signing.StaleRequest):
+        _verify(key, _signed(key, now=NOW + skew))
+    _verify(key, _signed(key, now=NOW + (299 if skew > 0 else -299)))
+
+
+@pytest.mark.parametrize(
+    "missing", ["X-Site-Id", "X-Sync-Timestamp", "X-Sync-Nonce", "Content-Digest", "Signature"]
+)
+def test_missing_headers(key: Ed25519PrivateKey, missing: str) -> None:
+    headers = _signed(key)
+    del headers[missing]
+    with pytest.raises(signing.MissingHeaders):
+        _verify(key, headers)
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "error"),
+    [
+        ("X-Sync-Timestamp", "soon", signing.BadSignature),
+        ("X-Sync-Nonce", "short", signing.BadSignature),
+        ("X-Sync-Nonce", "x" * 65, signing.BadSignature),
+        ("Signature", "sig1=:not base64!:", signing.BadSignature),
+        ("Content-Digest", "md5=:abc:", signing.BadDigest),
+    ],
+)
+def test_malformed_headers(
+    key: Ed25519PrivateKey, header: str, value: str, error: type[signing.SignatureError]
+) -> None:
+    headers = _signed(key)
+    headers[header] = value
+    with pytest.raises(error):
+        _verify(key, headers)
+
+
+def test_key_files(tmp_path: Any, key: Ed25519PrivateKey) -> None:
+    path = tmp_path / "site.key"
+    signing.save_private_key(path, key)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    loaded = signing.load_private_key(path)
+    assert signing.public_key_text(loaded) == signing.public_key_text(key)
+    with pytest.raises(FileExistsError):
+        signing.save_private_key(path, signing.generate_key())
+    text = signing.public_key_text(key)
+    assert len(text) == 43 and "=" not in text
+    assert signing.parse_public_key(text) is not None
+    for bad in ("", "A" * 42, "A" * 44, "!" * 43):
+        with pytest.raises(ValueError):
+            signing.parse_public_key(bad)
+
+
+# -- over HTTP against the real primary ------------------------------------------------------------
+
+
+@dataclass
+class Enrolled:
+    primary: Primary
+    site_id: str
+    key: Ed25519PrivateKey
+
+    def client(self, clock: Callable[[], float] = time.time) -> SyncClient:
+        return SyncClient(self.primary.url, self.site_id, self.key, clock=clock)
+
+
+def _site(primary: Primary, site_id: str = "branch-01") -> Enrolled:
+    with primary.admin() as c:
+        r = c.post("/api/admin/v1/sites", json={"site_id": site_id, "name": "Branch one"})
+        assert r.status_code == 201, r.text
+        token = r.json()["enrollment_token"]
+    key = signing.generate_key()
+    r = enroll(primary.url, site_id, token, signing.public_key_text(key))
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"site_id", "pepper"}
+    return Enrolled(primary, site_id, key)
+
+
+def _sig_headers(req: httpx.Request) -> dict[str, str]:
+    """The signature headers of a built request (to resend them with another body or URL)."""
+    return {h: req.headers[h] for h in (*signing.SIGNED_HEADERS, "Content-Type")}
+
+
+def _site_row(primary: Primary, site_id: str) -> dict[str, Any]:
+    with primary.admin() as c:
+        rows = c.get("/api/admin/v1/sites").json()["sites"]
+    return next(s for s in rows if s["site_id"] == site_id)
+
+
+HB = {"mode": "offline", "journal_backlog": 7, "version": "0.1"}
+
+
+def test_signed_heartbeat_over_http(primary: Primary) -> None:
+    site = _site(primary)
+    with site.client() as c:
+        r = c.heartbeat("offline", 7, "0.1")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) == {"primary_time", "server_uuid", "epoch"}
+        assert isinstance(body["epoch"], int) and body["epoch"] >= 1
+        row = _site_row(primary, site.site_id)
+        assert row["enrolled"] is True and row["enrolled_at"]
+        assert row["mode"] == "offline" and row["journal_backlog"] == 7
+        assert row["last_contact_at"] == body["primary_time"]
+        # A query string is part of what is signed, too.
+        r = c.request("POST", HEARTBEAT_PATH, json_body={**HB, "mode": "online"}, params={"x": "1 2"})
+        assert r.status_code == 200, r.text
+        assert _site_row(primary, site.site_id)["mode"] == "online"
+        # Strict body: an unknown field is 422 (after the signature was accepted).
+        expect_error(c.request("POST", HEARTBEAT_PATH, json_body={**HB, "extra": 1}), 422)
+        expect_error(c.request("POST", HEARTBEAT_PATH, json_body={**HB, "journal_backlog": -1}), 422)
+
+
+def test_refused_requests_over_http(primary: Primary) -> None:
+    site = _site(primary)
+    url = primary.url + HEARTBEAT_PATH
+    # Unsigned.
+    expect_error(httpx.post(url, json=HB, timeout=30), 401, "missing_signature")
+    with site.client() as c:
+        # Tampered body: the signed headers sent with another body.
+        req = c.build("POST", HEARTBEAT_PATH, json_body=HB)
+        tampered = httpx.post(
+            url,
+            content=b'{"mode":"online","journal_backlog":0,"version":"x"}',
+            headers=_sig_headers(req),
+            timeout=30,
+        )
+        expect_error(tampered, 401, "bad_digest")
+        # Replayed: the exact same signed request twice.
+        req = c.build("POST", HEARTBEAT_PATH, json_body=HB)
+        assert c.send(req).status_code == 200
+        expect_error(c.send(req), 401, "replayed_request")
+        # Tampered query: the signed query string changed in transit.
+        req = c.build("POST", HEARTBEAT_PATH, json_body=HB, params={"a": "1"})
+        moved = httpx.post(url + "?a=2", content=req.content, headers=_sig_headers(req), timeout=30)
+        expect_error(moved, 401, "bad_signature")
+    # A correctly signed body that is not JSON: past authentication, so a validation problem.
+    for raw, status in ((b"{nope", 422), (b"\x92\x04Z\x1e", 400)):
+        headers = signing.sign(site.key, "POST", HEARTBEAT_PATH, "", raw, site.site_id, time.time())
+        r = httpx.post(url, content=raw, headers={**headers, "Content-Type": "application/json"}, timeout=30)
+        expect_error(r, status)
+    # Stale, both ways.
+    for skew in (-3600, 3600):
+        with site.client(clock=lambda skew=skew: time.time() + skew) as c:  # type: ignore[misc]
+            expect_error(c.heartbeat("online", 0, "1"), 401, "stale_request")
+    # Unknown site, and a known site with the wrong key.
+    with SyncClient(primary.url, "nowhere", site.key) as c:
+        expect_error(c.heartbeat("online", 0, "1"), 401, "unknown_site")
+    with SyncClient(primary.url, site.site_id, signing.generate_key()) as c:
+        expect_error(c.heartbeat("online", 0, "1"), 401, "bad_signature")
+
+
+def test_disabled_site_over_http(primary: Primary) -> None:
+    site = _site(primary)
+    with primary.admin() as admin, site.client() as c:
+        r = admin.patch(f"/api/admin/v1/sites/{site.site_id}", json={"disabled": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["disabled"] is True and r.json()["site_id"] == site.site_id
+        expect_error(c.heartbeat("online", 0, "1"), 403, "site_disabled")
+        r = admin.patch(f"/api/admin/v1/sites/{site.site_id}", json={"disabled": False, "name": "Renamed"})
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == "Renamed" and r.json()["disabled"] is False
+        assert c.heartbeat("online", 0, "1").status_code == 200
+        expect_error(admin.patch("/api/admin/v1/sites/nowhere", json={"disabled": True}), 404)
+        expect_error(admin.patch(f"/api/admin/v1/sites/{site.site_id}", json={"bogus": 1}), 422)
+
+
+def test_realms_stay_separate(primary: Primary, world: Any) -> None:
+    site = _site(primary)
+    url = primary.url + HEARTBEAT_PATH
+    for token in (primary.admin_token, world.device_token, world.provider_token):
+        r = httpx.post(url, json=HB, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        expect_error(r, 401)
+    # A valid site signature opens nothing outside the sync API.
+    with site.client() as c:
+        for method, path in (
+            ("GET", "/api/admin/v1/sites"),
+            ("POST", "/api/device/v1/login"),
+            ("POST", "/api/provider/v1/jobs"),
+        ):
+            body = None if method == "GET" else {"card_number": "1"}
+            expect_error(c.request(method, path, json_body=body), 401)
+
+
+def test_enroll_token_works_once(primary: Primary) -> None:
+    with primary.admin() as c:
+        token = c.post("/api/admin/v1/sites", json={"site_id": "b2", "name": "B"}).json()["enrollment_token"]
+    pub = signing.public_key_text(signing.generate_key())
+    # Wrong token, unknown site, empty body, malformed: one answer, and the token survives them.
+    expect_error(enroll(primary.url, "b2", token + "x", pub), 401, "invalid_enrollment_token")
+    expect_error(enroll(primary.url, "nope", token, pub), 401, "invalid_enrollment_token")
+    enroll_url = primary.url + "/api/sync/v1/enroll"
+    expect_error(httpx.post(enroll_url, json={}, timeout=30), 401, "invalid_enrollment_token")
+    expect_error(httpx.post(enroll_url, content=b"{nope", timeout=30), 401, "invalid_enrollment_token")
+    # A valid token with a bad body is a validation problem, and does not use the token up.
+    body = {"site_id": "b2", "enrollment_token": token, "public_key": pub}
+    expect_error(httpx.post(enroll_url, json={**body, "extra": 1}, timeout=30), 422)
+    expect_error(httpx.post(enroll_url, json={**body, "public_key": "x"}, timeout=30), 422)
+    r = enroll(primary.url, "b2", token, pub)
+    assert r.status_code == 200, r.text
+    assert len(bytes.fromhex(r.json()["pepper"])) >= 16
+    expect_error(enroll(primary.url, "b2", token, pub), 401, "invalid_enrollment_token")
