@@ -219,3 +219,35 @@ CREATE TABLE sync_nonces (
 CREATE INDEX sync_nonces_seen ON sync_nonces(seen_at);
 """,
     )
+
+
+@migrations()
+def m003_change_feed(db: sqlite_utils.Database) -> None:
+    from sync.mirrored import MIRRORED_TABLES, change_log_triggers
+
+    run_script(
+        db,
+        """
+-- The seq of the last ledger row applied to an account: a site compares it with the seq the
+-- primary gave each of its journal entries, so no charge is subtracted twice or forgotten.
+ALTER TABLE accounts ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;
+
+-- Every change of a mirrored row, in commit order; the sync feed reads it after a site's cursor.
+CREATE TABLE change_log (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL,
+  at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX change_log_row ON change_log(tbl, pk);
+CREATE INDEX change_log_at ON change_log(at);
+
+-- How far back the feed reaches: a site whose cursor is older bootstraps again.
+CREATE TABLE change_log_floor (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  pruned_through INTEGER NOT NULL
+);
+INSERT INTO change_log_floor (id, pruned_through) VALUES (1, 0);
+"""
+        + "".join(change_log_triggers(t, pk) for t, pk in MIRRORED_TABLES.items()),
+    )

@@ -48,6 +48,7 @@ class _Account:
     balance: int
     restricted: bool
     overdraft: int
+    last_seq: int = 0
     dirty: bool = field(default=False)
 
 
@@ -120,6 +121,7 @@ def apply(
         a.dirty = True
         seq = next_seq
         next_seq += 1
+        a.last_seq = seq
         seen[e.txn_id] = (e.account_id, e.amount_cents, a.balance, seq)
         rows.append(
             (
@@ -147,8 +149,8 @@ def apply(
             rows,
         )
         db.conn.executemany(
-            "UPDATE accounts SET balance_cents = ? WHERE id = ?",
-            [(a.balance, acc_id) for acc_id, a in accounts.items() if a.dirty],
+            "UPDATE accounts SET balance_cents = ?, last_seq = ? WHERE id = ?",
+            [(a.balance, a.last_seq, acc_id) for acc_id, a in accounts.items() if a.dirty],
         )
     return out
 
