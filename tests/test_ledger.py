@@ -342,6 +342,19 @@ class LedgerMachine(RuleBasedStateMachine):
             assert bal == total == self.accounts[acc_id].balance, acc_id
 
     @invariant()
+    def last_seq_is_the_accounts_newest_row(self) -> None:
+        # A site decides whether the mirrored balance already includes one of its journal entries
+        # by comparing the entry's seq with the account's last_seq (invariant 3).
+        rows = self.db.read_sync(
+            lambda d: d.execute(
+                "SELECT a.id, a.last_seq, COALESCE(MAX(l.seq), 0)"
+                " FROM accounts a LEFT JOIN ledger l ON l.account_id = a.id GROUP BY a.id"
+            ).fetchall()
+        )
+        for acc_id, last_seq, newest in rows:
+            assert last_seq == newest, acc_id
+
+    @invariant()
     def each_txn_id_once(self) -> None:
         dupes, count, seqs = self.db.read_sync(
             lambda d: (
