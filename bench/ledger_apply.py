@@ -100,8 +100,21 @@ def make_workload(charges: int, batch: int, accounts: int, first_account_id: int
             balance[acc] += amount
             seq += 1
             brows.append(
-                (seq, e.txn_id, acc, amount, balance[acc], e.kind, e.origin_site, e.occurred_at,
-                 applied_at, json.dumps(list(e.flags)), e.ref, e.comment, EPOCH)
+                (
+                    seq,
+                    e.txn_id,
+                    acc,
+                    amount,
+                    balance[acc],
+                    e.kind,
+                    e.origin_site,
+                    e.occurred_at,
+                    applied_at,
+                    json.dumps(list(e.flags)),
+                    e.ref,
+                    e.comment,
+                    EPOCH,
+                )
             )
         batches.append(entries)
         rows.append(brows)
@@ -116,9 +129,7 @@ def insert_accounts(db, n: int) -> list[int]:  # db: sqlite_utils.Database insid
         " VALUES ('personal', ?, 0, 1, 0, ?)",
         [(f"bench-user-{i:06d}", now) for i in range(n)],
     )
-    return [
-        r[0] for r in db.execute("SELECT id FROM accounts WHERE name LIKE 'bench-user-%' ORDER BY id")
-    ]
+    return [r[0] for r in db.execute("SELECT id FROM accounts WHERE name LIKE 'bench-user-%' ORDER BY id")]
 
 
 def first_account_id(directory: Path, accounts: int) -> int:
@@ -258,11 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--charges", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--accounts", type=int, default=2_000)
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="repeat both on fresh files; the fastest round of each counts")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat both on fresh files; the fastest round of each counts"
+    )
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--dir", type=Path, default=None,
-                    help="parent of the temp dir for the database files (default: the system temp dir)")
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="parent of the temp dir for the database files (default: the system temp dir)",
+    )
     ap.add_argument("--target", type=float, default=0.30, help="minimum ledger/bare ratio")
     args = ap.parse_args(argv)
     if args.charges < 1 or args.batch < 1 or args.accounts < 1 or args.rounds < 1:
@@ -270,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-ledger-", dir=args.dir) as tmp:
         root = Path(tmp)
-        print(f"ledger_apply: {args.charges:,} charges in batches of {args.batch} over {args.accounts:,} "
-              f"accounts, {args.rounds} round(s); files in {root}", flush=True)
+        print(
+            f"ledger_apply: {args.charges:,} charges in batches of {args.batch} over {args.accounts:,} "
+            f"accounts, {args.rounds} round(s); files in {root}",
+            flush=True,
+        )
         first = first_account_id(root, args.accounts)
         schema = bare_schema(root / "probe.db")
         w = make_workload(args.charges, args.batch, args.accounts, first, args.seed)
@@ -297,9 +316,12 @@ def main(argv: list[str] | None = None) -> int:
             if not_applied:
                 problems.append(f"round {r}: outcomes other than 'applied': {not_applied}")
             results.append((t_bare, t_ledger))
-            print(f"  round {r}: bare {args.charges / t_bare.total:>10,.0f} rows/s   "
-                  f"ledger {args.charges / t_ledger.total:>10,.0f} rows/s   "
-                  f"ratio {t_bare.total / t_ledger.total:.0%}", flush=True)
+            print(
+                f"  round {r}: bare {args.charges / t_bare.total:>10,.0f} rows/s   "
+                f"ledger {args.charges / t_ledger.total:>10,.0f} rows/s   "
+                f"ratio {t_bare.total / t_ledger.total:.0%}",
+                flush=True,
+            )
 
     best_bare = min((b for b, _ in results), key=lambda t: t.total)
     best_ledger = min((g for _, g in results), key=lambda t: t.total)
@@ -307,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'':<30}{'rows/s':>10}{'seconds':>9}{'ms/batch':>10}{'body ms':>9}{'commit ms':>11}")
     for name, t in (("bare SQLite executemany", best_bare), ("ledger.apply via write_sync", best_ledger)):
-        print(f"{name:<30}{args.charges / t.total:>10,.0f}{t.total:>9.2f}{1000 * t.total / n_batches:>10.2f}"
-              f"{1000 * t.body / n_batches:>9.2f}{1000 * (t.total - t.body) / n_batches:>11.2f}")
+        print(
+            f"{name:<30}{args.charges / t.total:>10,.0f}{t.total:>9.2f}{1000 * t.total / n_batches:>10.2f}"
+            f"{1000 * t.body / n_batches:>9.2f}{1000 * (t.total - t.body) / n_batches:>11.2f}"
+        )
     verdict = "meets" if ratio >= args.target else "BELOW"
     print(f"{'ratio ledger / bare':<30}{ratio:>9.0%}   ({verdict} target >= {args.target:.0%})")
     print("body = inside the transaction (apply() / executemany); commit = BEGIN, COMMIT+fsync, hand-offs")
@@ -320,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print("  " + p)
         return 1
-    print(f"consistency: OK ({args.accounts:,} account balances == sum of their ledger rows == expected; "
-          f"{args.charges:,} rows, all 'applied', distinct txn_ids)")
+    print(
+        f"consistency: OK ({args.accounts:,} account balances == sum of their ledger rows == expected; "
+        f"{args.charges:,} rows, all 'applied', distinct txn_ids)"
+    )
     return 0  # a slow run is a number to read, not a failure; only corruption fails
 
 

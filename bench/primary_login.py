@@ -70,7 +70,10 @@ class BareProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(BENCH / "bare_app.py"), "--port", str(self.port)],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self
 
@@ -128,19 +131,44 @@ def _ok(r: httpx.Response) -> Any:
 
 def seed(base: str, admin_token: str, users: int) -> str:
     """A printer, a device at it, and `users` users with one card each; returns the device token."""
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30,
-                      limits=httpx.Limits(max_connections=8)) as c:
-        _ok(c.post("/api/admin/v1/printers", json={
-            "name": "bench-mono", "site_id": "head-office", "color": False, "duplex": True, "hold": True,
-            "cost": {"mono_page_cents": 5, "color_page_cents": 5},
-        }))
+    with httpx.Client(
+        base_url=base,
+        headers={"Authorization": f"Bearer {admin_token}"},
+        timeout=30,
+        limits=httpx.Limits(max_connections=8),
+    ) as c:
+        _ok(
+            c.post(
+                "/api/admin/v1/printers",
+                json={
+                    "name": "bench-mono",
+                    "site_id": "head-office",
+                    "color": False,
+                    "duplex": True,
+                    "hold": True,
+                    "cost": {"mono_page_cents": 5, "color_page_cents": 5},
+                },
+            )
+        )
         token = _ok(c.post("/api/admin/v1/devices", json={"device_id": "bench-mfd", "printer": "bench-mono"}))
         # Several at a time: the primary's writer commits concurrent creates together.
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda i: _ok(c.post("/api/admin/v1/users", json={
-                "username": f"bench{i:06d}", "full_name": f"Bench User {i}", "card_numbers": [card(i)],
-                "balance_cents": 1000,
-            })), range(1, users + 1)))
+            list(
+                pool.map(
+                    lambda i: _ok(
+                        c.post(
+                            "/api/admin/v1/users",
+                            json={
+                                "username": f"bench{i:06d}",
+                                "full_name": f"Bench User {i}",
+                                "card_numbers": [card(i)],
+                                "balance_cents": 1000,
+                            },
+                        )
+                    ),
+                    range(1, users + 1),
+                )
+            )
     return str(token["token"])
 
 
@@ -162,10 +190,22 @@ class WrkResult:
     raw: str
 
 
-def run_wrk(url: str, token: str, users: int, *, threads: int, connections: int, duration: float,
-            server_pid: int) -> WrkResult:
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(LUA),
-           url + LOGIN_PATH, "--", token, str(users)]
+def run_wrk(
+    url: str, token: str, users: int, *, threads: int, connections: int, duration: float, server_pid: int
+) -> WrkResult:
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url + LOGIN_PATH,
+        "--",
+        token,
+        str(users),
+    ]
     cpu0, t0 = cpu_seconds(server_pid), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     cpu1, t1 = cpu_seconds(server_pid), time.perf_counter()
@@ -249,9 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-login-"))
     admin_token, health_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     port = free_port()
-    cfg = primary_config(root, name="primary", database=root / "primary.db", port=port,
-                         admin_token=admin_token, health_key=health_key,
-                         extra={"access_log": False, "log_level": "warning"})
+    cfg = primary_config(
+        root,
+        name="primary",
+        database=root / "primary.db",
+        port=port,
+        admin_token=admin_token,
+        health_key=health_key,
+        extra={"access_log": False, "log_level": "warning"},
+    )
     primary = RoleProcess("primary", cfg, port, root / "primary.log")
     bare = BareProcess(free_port(), root / "bare.log")
     failures: list[str] = []
@@ -269,27 +315,54 @@ def main(argv: list[str] | None = None) -> int:
 
         t = time.perf_counter()
         token = seed(primary.url, admin_token, args.users)
-        print(f"  seeded {args.users:,} users with cards, a printer and a device "
-              f"in {time.perf_counter() - t:.1f} s", flush=True)
-        check = _ok(httpx.post(primary.url + LOGIN_PATH, json={"card_number": card(1)},
-                               headers={"Authorization": f"Bearer {token}"}, timeout=10))
+        print(
+            f"  seeded {args.users:,} users with cards, a printer and a device "
+            f"in {time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
+        check = _ok(
+            httpx.post(
+                primary.url + LOGIN_PATH,
+                json={"card_number": card(1)},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+        )
         if check.get("username") != "bench000001":
             raise RuntimeError(f"card login answered {check}")
 
         assert primary.proc is not None and bare.proc is not None
         results: dict[str, WrkResult] = {}
         logins = 0  # sessions the primary holds (each login opens one; none is closed here)
-        for name, srv, pid in (("bare FastAPI", bare.url, bare.proc.pid),
-                               ("card login", primary.url, primary.proc.pid)):
+        for name, srv, pid in (
+            ("bare FastAPI", bare.url, bare.proc.pid),
+            ("card login", primary.url, primary.proc.pid),
+        ):
             if args.warmup > 0:
-                w = run_wrk(srv, token, args.users, threads=args.threads, connections=args.connections,
-                            duration=args.warmup, server_pid=pid)
+                w = run_wrk(
+                    srv,
+                    token,
+                    args.users,
+                    threads=args.threads,
+                    connections=args.connections,
+                    duration=args.warmup,
+                    server_pid=pid,
+                )
                 if name == "card login":
                     logins += w.requests
-            print(f"  wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s against {name} …",
-                  flush=True)
-            r = run_wrk(srv, token, args.users, threads=args.threads, connections=args.connections,
-                        duration=args.duration, server_pid=pid)
+            print(
+                f"  wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s against {name} …",
+                flush=True,
+            )
+            r = run_wrk(
+                srv,
+                token,
+                args.users,
+                threads=args.threads,
+                connections=args.connections,
+                duration=args.duration,
+                server_pid=pid,
+            )
             results[name] = r
             if name == "card login":
                 logins += r.requests
@@ -298,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
             if r.non2xx or r.socket_errors:
                 failures.append(f"{name}: {r.non2xx} non-2xx answers, {r.socket_errors} socket errors")
 
-        seq = {name: sequential(srv, token, args.users, args.sequential)
-               for name, srv in (("bare FastAPI", bare.url), ("card login", primary.url))}
+        seq = {
+            name: sequential(srv, token, args.users, args.sequential)
+            for name, srv in (("bare FastAPI", bare.url), ("card login", primary.url))
+        }
         for name, s in seq.items():
             if s.failures:
                 failures.append(f"{name} (sequential): {s.failures} non-200 answers")
@@ -320,22 +395,32 @@ def main(argv: list[str] | None = None) -> int:
 
     bare_r, login_r = results["bare FastAPI"], results["card login"]
     if logins > SESSION_CAP_WARN:
-        print(f"\nWARNING: this run opened about {logins:,} device sessions. The primary's SessionRegistry "
-              f"holds at most {MAX_SESSIONS:,}; once full, every login rebuilds the whole table (~13 ms "
-              "each), so the numbers above may show that collapse rather than steady state. "
-              "Use a shorter --duration (see bench/README.md).")
+        print(
+            f"\nWARNING: this run opened about {logins:,} device sessions. The primary's SessionRegistry "
+            f"holds at most {MAX_SESSIONS:,}; once full, every login rebuilds the whole table (~13 ms "
+            "each), so the numbers above may show that collapse rather than steady state. "
+            "Use a shorter --duration (see bench/README.md)."
+        )
     print()
-    print(f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s, {args.users:,} cards; "
-          f"latency in ms; CPU = server process CPU per request / share of one core")
-    hdr = (f"{'':<16}{'req/s':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'non-2xx':>9}{'sock err':>9}"
-           f"{'CPU us/req':>11}{'CPU %':>7}")
+    print(
+        f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s, {args.users:,} cards; "
+        f"latency in ms; CPU = server process CPU per request / share of one core"
+    )
+    hdr = (
+        f"{'':<16}{'req/s':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'non-2xx':>9}{'sock err':>9}"
+        f"{'CPU us/req':>11}{'CPU %':>7}"
+    )
     print(hdr)
     for name, r in results.items():
-        print(f"{name:<16}{r.rps:>9,.0f}{r.p50_ms:>8.2f}{r.p90_ms:>8.2f}{r.p99_ms:>8.2f}{r.max_ms:>8.1f}"
-              f"{r.non2xx:>9}{r.socket_errors:>9}{r.cpu_per_req_us:>11,.0f}{r.server_cpu_pct:>7.0f}")
-    print(f"{'login / bare':<16}{login_r.rps / bare_r.rps:>9.0%}{login_r.p50_ms / bare_r.p50_ms:>7.1f}x"
-          f"{'':>8}{login_r.p99_ms / bare_r.p99_ms:>7.1f}x{'':>8}{'':>9}{'':>9}"
-          f"{login_r.cpu_per_req_us / bare_r.cpu_per_req_us:>10.1f}x")
+        print(
+            f"{name:<16}{r.rps:>9,.0f}{r.p50_ms:>8.2f}{r.p90_ms:>8.2f}{r.p99_ms:>8.2f}{r.max_ms:>8.1f}"
+            f"{r.non2xx:>9}{r.socket_errors:>9}{r.cpu_per_req_us:>11,.0f}{r.server_cpu_pct:>7.0f}"
+        )
+    print(
+        f"{'login / bare':<16}{login_r.rps / bare_r.rps:>9.0%}{login_r.p50_ms / bare_r.p50_ms:>7.1f}x"
+        f"{'':>8}{login_r.p99_ms / bare_r.p99_ms:>7.1f}x{'':>8}{'':>9}{'':>9}"
+        f"{login_r.cpu_per_req_us / bare_r.cpu_per_req_us:>10.1f}x"
+    )
     print()
     print(f"unloaded, {args.sequential} sequential requests on one keep-alive httpx client (ms):")
     print(f"{'':<16}{'p50':>8}{'p99':>8}{'mean':>8}")
@@ -344,9 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     rps_ok = login_r.rps >= FLOOR_RPS
     p99_ok = login_r.p99_ms <= FLOOR_P99_MS
-    print(f"card login vs the issue's floor: {login_r.rps:,.0f} req/s ({'ok' if rps_ok else 'BELOW'} "
-          f">= {FLOOR_RPS:,}), p99 {login_r.p99_ms:.1f} ms "
-          f"({'ok' if p99_ok else 'ABOVE'} <= {FLOOR_P99_MS:g})")
+    print(
+        f"card login vs the issue's floor: {login_r.rps:,.0f} req/s ({'ok' if rps_ok else 'BELOW'} "
+        f">= {FLOOR_RPS:,}), p99 {login_r.p99_ms:.1f} ms "
+        f"({'ok' if p99_ok else 'ABOVE'} <= {FLOOR_P99_MS:g})"
+    )
     if failures:
         print("FAILURES:")
         for f in failures:

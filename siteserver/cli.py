@@ -36,6 +36,30 @@ def _site_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site_config(args: argparse.Namespace, command: str) -> SiteConfig:
+    config = load_config(args.config)
+    if not isinstance(config, SiteConfig):
+        raise ConfigError(f'{args.config}: role is {config.role!r}; `{command}` needs role = "site"')
+    return config
+
+
+def _site_run(args: argparse.Namespace) -> int:
+    from siteserver.site.app import NotEnrolled, run
+
+    config = _site_config(args, "site run")
+    try:
+        return run(config)
+    except NotEnrolled as e:
+        print(f"siteserver: {e}", file=sys.stderr)
+        return 2
+
+
+def _status(args: argparse.Namespace) -> int:
+    from siteserver.site.cli_status import show_status
+
+    return show_status(_site_config(args, "status"))
+
+
 def _demo(args: argparse.Namespace) -> int:
     from siteserver.demo import run_demo
 
@@ -65,6 +89,15 @@ def parser() -> argparse.ArgumentParser:
         "--token", required=True, metavar="TOKEN", help="the one-time enrollment token from the primary"
     )
     senroll.set_defaults(func=_site_enroll)
+    srun = ssub.add_parser("run", help="run the site server")
+    srun.add_argument("--config", required=True, metavar="FILE", help="site TOML configuration")
+    srun.set_defaults(func=_site_run)
+
+    status = sub.add_parser(
+        "status", help="a running site's mode, primary endpoints, last sync and journal backlog"
+    )
+    status.add_argument("--config", required=True, metavar="FILE", help="site TOML configuration")
+    status.set_defaults(func=_status)
 
     demo = sub.add_parser("demo", help="a primary with sample data on loopback, in one command")
     demo.add_argument("--dir", default=None, help="keep the demo's files here (default: a new temp dir)")

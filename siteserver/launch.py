@@ -61,6 +61,8 @@ class RoleProcess:
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # What wait_listening polls; None: the role's own health URL.
+    health_path: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -79,6 +81,14 @@ class RoleProcess:
         )
         return self
 
+    @property
+    def health_probe_path(self) -> str:
+        if self.health_path is not None:
+            return self.health_path
+        if self.role == "site":
+            return "/api/health/site-server/status"
+        return "/api/health/application-server/status"
+
     def wait_listening(self, timeout: float = 30.0) -> None:
         """Until the port answers HTTP at all (a passive member answers too, with 503)."""
         deadline = time.monotonic() + timeout
@@ -86,7 +96,7 @@ class RoleProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.role} exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                httpx.get(self.url + "/api/health/application-server/status", timeout=0.5)
+                httpx.get(self.url + self.health_probe_path, timeout=0.5)
                 return
             except httpx.HTTPError:
                 time.sleep(0.05)

@@ -18,7 +18,7 @@ from siteserver.config import PrimaryConfig
 from siteserver.domain import Lockout, SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
 from siteserver.serving import serve
-from siteserver.store import Database
+from siteserver.store import Database, feed
 
 from .guard import DuplicateServer, Guard, load_server_uuid
 from .service import PrimaryService
@@ -85,6 +85,9 @@ class PrimaryServer:
         )
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)
+        self.scheduler.add_job(
+            self._prune_change_log, "interval", hours=24, id="change-log-prune", coalesce=True
+        )
 
     def _activate(self) -> None:
         """Reaching 'running' after a takeover: the schema must be what this code expects."""
@@ -97,6 +100,20 @@ class PrimaryServer:
             n = self.service.expire_held_jobs()
             if n:
                 log.info("expired %d held job(s) past the hold timeout", n)
+
+    def _prune_change_log(self) -> None:
+        """Daily: drop change_log rows past the retention (sites behind that bootstrap again)."""
+        if not self.guard.is_active():
+            return
+        cutoff = feed.prune_cutoff(feed.DEFAULT_RETENTION)
+        total = 0
+        while self.guard.is_active():
+            n = self.db.write_sync(lambda db: feed.prune(db, older_than=cutoff))
+            total += n
+            if n < feed.PRUNE_BATCH:
+                break
+        if total:
+            log.info("pruned %d change_log row(s) older than %s", total, cutoff)
 
     def start(self) -> None:
         self.guard.start()  # raises DuplicateServer for a live clone

@@ -1,0 +1,154 @@
+"""Schema of a site server's database (data_dir/site.db): the mirror and the site's own tables.
+
+The mirrored tables (sync.mirrored.MIRRORED_TABLES) have exactly the primary's columns, in the same
+order (tests/test_site_schema.py keeps them from drifting), with these deliberate differences in
+constraints: no foreign key to the primary-only `sites` table, and no UNIQUE constraint beyond the
+primary key. The primary enforces uniqueness; the mirror applies a page of the change feed (rows
+as they are now) in one transaction, and an intermediate state inside that transaction may
+briefly hold two rows with a value that is unique on the primary at every commit.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from ._sql import run_script
+
+migrations = Migrations("siteserver-site")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    run_script(
+        db,
+        """
+-- Mirrored from the primary (see migrations/primary.py for the meaning of every column).
+CREATE TABLE accounts (
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('personal', 'shared')),
+  name TEXT NOT NULL,
+  balance_cents INTEGER NOT NULL DEFAULT 0,
+  restricted INTEGER NOT NULL CHECK (restricted IN (0, 1)),
+  overdraft_cents INTEGER NOT NULL DEFAULT 0 CHECK (overdraft_cents >= 0),
+  created_at TEXT NOT NULL,
+  closed_at TEXT,
+  last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX accounts_name ON accounts(kind, name);
+
+CREATE TABLE users (
+  username TEXT PRIMARY KEY,
+  account_id INTEGER NOT NULL REFERENCES accounts(id),
+  full_name TEXT NOT NULL DEFAULT '',
+  email TEXT,
+  password_hash TEXT,
+  pin_hash TEXT,
+  id_number_hash TEXT,
+  disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX users_account ON users(account_id);
+CREATE INDEX users_id_number ON users(id_number_hash);
+
+CREATE TABLE user_cards (
+  card_hash TEXT PRIMARY KEY,
+  username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE
+);
+CREATE INDEX user_cards_user ON user_cards(username);
+
+CREATE TABLE shared_account_members (
+  account_id INTEGER NOT NULL REFERENCES accounts(id),
+  username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+  PRIMARY KEY (account_id, username)
+);
+CREATE INDEX shared_account_members_user ON shared_account_members(username);
+
+CREATE TABLE printers (
+  name TEXT PRIMARY KEY,
+  site_id TEXT NOT NULL,
+  color INTEGER NOT NULL CHECK (color IN (0, 1)),
+  duplex INTEGER NOT NULL CHECK (duplex IN (0, 1)),
+  hold INTEGER NOT NULL CHECK (hold IN (0, 1)),
+  mono_page_cents INTEGER NOT NULL CHECK (mono_page_cents >= 0),
+  color_page_cents INTEGER NOT NULL CHECK (color_page_cents >= 0),
+  duplex_discount_pct INTEGER NOT NULL DEFAULT 0 CHECK (duplex_discount_pct BETWEEN 0 AND 100),
+  scan_page_cents INTEGER NOT NULL DEFAULT 0 CHECK (scan_page_cents >= 0),
+  fax_page_cents INTEGER NOT NULL DEFAULT 0 CHECK (fax_page_cents >= 0),
+  created_at TEXT NOT NULL
+);
+CREATE INDEX printers_site ON printers(site_id);
+
+CREATE TABLE findme_queues (
+  site_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  PRIMARY KEY (site_id, name)
+);
+CREATE TABLE findme_members (
+  site_id TEXT NOT NULL,
+  queue_name TEXT NOT NULL,
+  printer TEXT NOT NULL REFERENCES printers(name),
+  PRIMARY KEY (site_id, queue_name, printer),
+  FOREIGN KEY (site_id, queue_name) REFERENCES findme_queues(site_id, name) ON DELETE CASCADE
+);
+
+CREATE TABLE devices (
+  device_id TEXT PRIMARY KEY,
+  printer TEXT NOT NULL REFERENCES printers(name),
+  token_hash TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX devices_token ON devices(token_hash);
+CREATE TABLE providers (
+  provider_id TEXT PRIMARY KEY,
+  token_hash TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX providers_token ON providers(token_hash);
+CREATE TABLE provider_printers (
+  provider_id TEXT NOT NULL REFERENCES providers(provider_id) ON DELETE CASCADE,
+  printer TEXT NOT NULL REFERENCES printers(name),
+  PRIMARY KEY (provider_id, printer)
+);
+
+CREATE TABLE settings (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- The site's own state: sync cursor, bootstrapped_at, last_sync_at, mode, mode_since.
+CREATE TABLE sync_state (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+
+-- The outbox: every money-moving event at this site, until the primary has seen it.
+CREATE TABLE journal (
+  txn_id TEXT PRIMARY KEY,
+  seq INTEGER UNIQUE,
+  account TEXT NOT NULL,
+  amount_cents INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  enforcement TEXT NOT NULL,
+  occurred_at TEXT NOT NULL,
+  flags TEXT NOT NULL DEFAULT '[]',
+  ref TEXT,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'applied', 'duplicate', 'rejected')),
+  primary_seq INTEGER,
+  primary_balance_cents INTEGER,
+  reason TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_attempt_at TEXT
+);
+CREATE INDEX journal_status ON journal(status, seq);
+
+-- Every change of mode, with its time and cause (outages are read from here).
+CREATE TABLE mode_changes (
+  id INTEGER PRIMARY KEY,
+  at TEXT NOT NULL,
+  mode TEXT NOT NULL,
+  cause TEXT NOT NULL
+);
+""",
+    )

@@ -1,0 +1,170 @@
+"""The site server: the FastAPI app and the process that runs it (`siteserver site run`).
+
+It mirrors the primary in a background thread (bootstrap once, then follow the change feed),
+heartbeats every 10 s, and serves its health URL and site administration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import sqlite_utils
+from fastapi import FastAPI
+
+import siteserver
+from migrations.site import migrations
+from siteserver import logs
+from siteserver.api import errors, site_admin
+from siteserver.config import SiteConfig
+from siteserver.keys import load_or_create_token
+from siteserver.serving import serve
+from siteserver.store import Database
+from siteserver.timeutil import now_iso
+
+from .identity import Identity
+from .mirror import Endpoints, Mirror, read_state, set_state
+from .status import DEFAULT_MODE, mode_of
+
+log = logging.getLogger("siteserver.site")
+
+HEARTBEAT_SECS = 10.0
+FEED_TIMEOUT_MARGIN_SECS = 15.0
+
+
+class NotEnrolled(Exception):
+    """The site has no enrollment in its data_dir (exit 2)."""
+
+
+def check_enrollment(config: SiteConfig) -> Identity:
+    identity = Identity(Path(config.data_dir))
+    if not identity.enrollment_path.exists() or not identity.key_path.exists():
+        raise NotEnrolled(
+            f"site {config.site_id!r} is not enrolled (no enrollment in {config.data_dir}): "
+            "run `siteserver site enroll` first"
+        )
+    try:
+        enrolled = json.loads(identity.enrollment_path.read_text())["site_id"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NotEnrolled(
+            f"{identity.enrollment_path} is unreadable: run `siteserver site enroll` first"
+        ) from e
+    if enrolled != config.site_id:
+        raise NotEnrolled(
+            f"{config.data_dir} is enrolled as site {enrolled!r}, not {config.site_id!r}: "
+            "run `siteserver site enroll` first"
+        )
+    return identity
+
+
+class SiteServer:
+    """Everything one site process owns: database, primary endpoints, mirror, heartbeat."""
+
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        identity = check_enrollment(config)
+        data_dir = Path(config.data_dir)
+        self.admin_token = load_or_create_token(data_dir / "admin.token", config.admin_token)
+        self.db = Database(data_dir / "site.db")
+        self.db.open(migrations)
+        self.db.write_sync(self._init_state, fenced=False)
+        self.stop_event = threading.Event()
+        self.endpoints = Endpoints.create(
+            config.primary,
+            config.site_id,
+            identity.load_key(),
+            feed_timeout=config.sync.changes_wait_secs + FEED_TIMEOUT_MARGIN_SECS,
+        )
+        self.mirror = Mirror(
+            self.db, self.endpoints, wait_secs=config.sync.changes_wait_secs, stop=self.stop_event
+        )
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def _init_state(d: sqlite_utils.Database) -> None:
+        state = read_state(d)
+        if "mode" not in state:
+            set_state(d, mode=DEFAULT_MODE, mode_since=now_iso())
+
+    def heartbeat_once(self) -> None:
+        ep = self.endpoints.current()
+        state, backlog = self.db.read_sync(
+            lambda d: (
+                read_state(d),
+                d.execute("SELECT count(*) FROM journal WHERE status = 'pending'").fetchone()[0],
+            )
+        )
+        try:
+            r = ep.quick.heartbeat(mode_of(state), int(backlog), siteserver.__version__)
+        except Exception as e:
+            if not self.stop_event.is_set():
+                log.warning("heartbeat to %s failed: %s", ep.url, e or type(e).__name__)
+                self.endpoints.failed(ep, None)
+            return
+        if r.status_code == 200:
+            self.endpoints.ok(ep)
+        else:
+            log.warning("heartbeat to %s answered HTTP %d", ep.url, r.status_code)
+            self.endpoints.failed(ep, r.status_code)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.heartbeat_once()
+            except Exception:
+                log.exception("heartbeat failed")
+            self.stop_event.wait(HEARTBEAT_SECS)
+
+    def start(self) -> None:
+        for name, target in (("mirror", self.mirror.run), ("heartbeat", self._heartbeat_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.endpoints.close()  # ends a long poll in flight
+        for t in self._threads:
+            t.join(timeout=5)
+        self.db.close()
+
+    def app(self) -> FastAPI:
+        app = FastAPI(
+            title="siteserver site",
+            version="1",
+            description="A branch site server: its health URL and site administration. See CONTRACT.md.",
+        )
+        app.state.config = self.config
+        app.state.admin_token = self.admin_token
+        app.state.db = self.db
+        app.state.site = self
+        errors.install(app)
+        app.include_router(site_admin.health_router)
+        app.include_router(site_admin.router)
+        return app
+
+
+def run(config: SiteConfig) -> int:
+    """`siteserver site run`: serve until SIGTERM/SIGINT. Raises NotEnrolled (exit 2)."""
+    check_enrollment(config)
+    log_config = logs.setup(config.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long poll is noise
+    server = SiteServer(config)
+    server.start()
+    log.info("site %s listening on %s (data_dir %s)", config.site_id, config.listen, config.data_dir)
+    try:
+        started = serve(
+            server.app(),
+            host=config.host,
+            port=config.port,
+            access_log=config.access_log,
+            log_config=log_config,
+        )
+    finally:
+        server.stop()
+    return 0 if started else 1
+
+
+__all__ = ["NotEnrolled", "SiteServer", "check_enrollment", "run"]

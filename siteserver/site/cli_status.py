@@ -1,0 +1,87 @@
+"""`siteserver status --config FILE`: one screen about a running site, from its admin API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from siteserver.config import SiteConfig
+
+TIMEOUT_SECS = 5.0
+
+
+def _admin_token(config: SiteConfig) -> str | None:
+    if config.admin_token:
+        return config.admin_token
+    path = Path(config.data_dir) / "admin.token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def site_url(config: SiteConfig) -> str:
+    host = config.host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.port}"
+
+
+def render(s: dict[str, Any]) -> str:
+    lines = [
+        f"site        {s['site_id']}",
+        f"mode        {s['mode']} since {s.get('since') or '-'}",
+        f"primary     active: {s['primary']['active'] or 'none'}",
+    ]
+    for e in s["primary"]["endpoints"]:
+        lines.append(f"            {e['url']}  {e['state']}  last ok {e['last_ok_at'] or 'never'}")
+    sync = s["sync"]
+    lag = f"{sync['lag_secs']:.1f} s" if sync["lag_secs"] is not None else "-"
+    cursor = sync["cursor"] if sync["cursor"] is not None else "-"
+    lines.append(f"last sync   {sync['last_sync_at'] or 'never'}  (lag {lag}, cursor {cursor})")
+    j = s["journal"]
+    lines.append(f"journal     pending {j['pending']}, merged {j['merged']}, rejected {j['rejected']}")
+    if s["outages"]:
+        lines.append("outages")
+        for o in s["outages"]:
+            lines.append(
+                f"            {o['started_at']} → {o['ended_at'] or 'ongoing'}  "
+                f"{o['offline_transactions']} offline transaction(s)"
+            )
+    else:
+        lines.append("outages     none")
+    return "\n".join(lines)
+
+
+def show_status(config: SiteConfig) -> int:
+    token = _admin_token(config)
+    url = site_url(config)
+    if token is None:
+        print(
+            f"siteserver: site {config.site_id!r} is not running (no admin token in {config.data_dir})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        r = httpx.get(
+            url + "/api/admin/v1/status",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=TIMEOUT_SECS,
+        )
+    except httpx.HTTPError as e:
+        print(
+            f"siteserver: site {config.site_id!r} is not running (nothing answers at {url}: "
+            f"{type(e).__name__})",
+            file=sys.stderr,
+        )
+        return 1
+    if r.status_code != 200:
+        print(f"siteserver: the site at {url} answered HTTP {r.status_code}: {r.text[:200]}", file=sys.stderr)
+        return 1
+    print(render(r.json()))
+    return 0
