@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from siteserver.launch import RoleProcess, free_port, health_url, primary_config
+from siteserver.launch import RoleProcess, enroll_site, free_port, health_url, primary_config, site_config
 
 USERS = [
     {
@@ -158,6 +158,21 @@ def check_login(base: str, device_token: str) -> dict[str, Any]:
     return dict(_ok(r))
 
 
+def wait_mirrored(site_url: str, admin_token: str, timeout: float = 60) -> dict[str, Any]:
+    """Until the site's mirror has bootstrapped (its sync cursor has moved)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.get(
+            f"{site_url}/api/admin/v1/status", headers={"Authorization": f"Bearer {admin_token}"}, timeout=5
+        )
+        status = dict(_ok(r))
+        if status["sync"]["cursor"]:
+            return status
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"site did not bootstrap its mirror: {status}")
+        time.sleep(0.1)
+
+
 def run_demo(*, directory: str | None, port: int, check: bool) -> int:
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="siteserver-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -172,6 +187,7 @@ def run_demo(*, directory: str | None, port: int, check: bool) -> int:
         health_key=health_key,
     )
     primary = RoleProcess("primary", cfg, port, root / "primary.log").start()
+    site: RoleProcess | None = None
     try:
         primary.wait_listening()
         deadline = time.monotonic() + 30
@@ -180,38 +196,65 @@ def run_demo(*, directory: str | None, port: int, check: bool) -> int:
                 raise RuntimeError("primary did not become active: " + primary.log_tail())
             time.sleep(0.1)
         world = seed(primary.url, admin_token)
+        site_port = free_port(port + 1)
+        site_token = secrets.token_urlsafe(24)
+        scfg = site_config(
+            root,
+            site_id="branch-01",
+            port=site_port,
+            primary_urls=[primary.url],
+            admin_token=site_token,
+            extra={"sync": {"changes_wait_secs": 5}},
+        )
+        enroll_site(scfg, world["enrollment_token"])
+        site = RoleProcess("site", scfg, site_port, root / "site.log").start()
+        site.wait_listening()
+        status = wait_mirrored(site.url, site_token)
         login = check_login(primary.url, world["devices"]["branch1-mono"])
-        _print_guide(root, primary.url, admin_token, health_key, world, login)
+        _print_guide(root, primary.url, admin_token, health_key, world, login, site.url, site_token, status)
         if check:
             return 0
         print("Press Ctrl-C to stop.", flush=True)
-        while primary.proc is not None and primary.proc.poll() is None:
+        while all(p.proc is not None and p.proc.poll() is None for p in (primary, site)):
             time.sleep(0.5)
-        print("primary exited:\n" + primary.log_tail(), file=sys.stderr)
+        print("a process exited:\n" + primary.log_tail() + "\n" + site.log_tail(), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
+        if site is not None:
+            site.stop()
         primary.stop()
 
 
 def _print_guide(
-    root: Path, url: str, admin: str, health: str, world: dict[str, Any], login: dict[str, Any]
+    root: Path,
+    url: str,
+    admin: str,
+    health: str,
+    world: dict[str, Any],
+    login: dict[str, Any],
+    site_url: str,
+    site_admin: str,
+    status: dict[str, Any],
 ) -> None:
     dev = world["devices"]["branch1-mono"]
     print(
         f"""
 siteserver demo is running.
 
-  Primary (active)      {url}
-  API documentation     {url}/docs
-  Health (load balancer){health_url(url, health)}
-  Files and logs        {root}
+  Primary (active)       {url}
+  API documentation      {url}/docs
+  Health (load balancer) {health_url(url, health)}
+  Site server branch-01  {site_url}
+                         (enrolled; mirror at cursor {status["sync"]["cursor"]}; mode {status["mode"]})
+  Site documentation     {site_url}/docs
+  Files and logs         {root}
 
-  Admin token           {admin}
-  MFD device token      {dev}   (device mfd-branch1-mono at printer branch1-mono)
-  Print provider token  {world["provider_token"]}
-  Site enrollment token {world["enrollment_token"]}   (site branch-01)
+  Primary admin token    {admin}
+  Site admin token       {site_admin}
+  MFD device token       {dev}   (device mfd-branch1-mono at printer branch1-mono)
+  Print provider token   {world["provider_token"]}
 
   Sample users: alice (card 1001, PIN 1234, password alice-pass), bob (card 1002, PIN 2345),
   carol (card 1003, ID number E-3003, unrestricted). alice has 2 held jobs in Find-Me queue
@@ -221,6 +264,8 @@ Try:
   curl -s -H 'Authorization: Bearer {dev}' -H 'Content-Type: application/json' \\
        -d '{{"card_number": "1001"}}' {url}/api/device/v1/login
   curl -s -H 'Authorization: Bearer {admin}' {url}/api/admin/v1/users/alice
+  curl -s -H 'Authorization: Bearer {site_admin}' {site_url}/api/admin/v1/status
+  siteserver status --config {root / "site.toml"}
 """,
         flush=True,
     )

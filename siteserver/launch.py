@@ -168,3 +168,37 @@ def primary_config(
 
 def health_url(base: str, key: str, threshold_mb: int = 1) -> str:
     return f"{base}/api/health/application-server/status?disk-threshold-mb={threshold_mb}&Authorization={key}"
+
+
+def site_config(
+    directory: Path,
+    *,
+    site_id: str,
+    port: int,
+    primary_urls: list[str],
+    admin_token: str,
+    name: str = "site",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    values: dict[str, Any] = {
+        "role": "site",
+        "site_id": site_id,
+        "data_dir": str(directory / name),
+        "listen": f"127.0.0.1:{port}",
+        "primary": primary_urls,
+        "admin_token": admin_token,
+        **(extra or {}),
+    }
+    return write_config(directory / f"{name}.toml", values)
+
+
+def enroll_site(config: Path, token: str, timeout: float = 60) -> None:
+    """`siteserver site enroll --config … --token …`, as an admin runs it on the branch machine."""
+    done = subprocess.run(
+        [sys.executable, "-m", "siteserver", "site", "enroll", "--config", str(config), "--token", token],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"site enroll failed ({done.returncode}): {done.stderr.strip()}")
