@@ -152,3 +152,49 @@ CREATE TABLE mode_changes (
 );
 """,
     )
+
+
+@migrations()
+def m002_jobs(db: sqlite_utils.Database) -> None:
+    run_script(
+        db,
+        """
+-- Print jobs submitted at this site (the primary's columns: store.jobs works on both). A job a
+-- device releases is 'releasing' until the primary's verdict (or the request budget) is in.
+CREATE TABLE jobs (
+  job_id TEXT PRIMARY KEY,
+  request_digest TEXT NOT NULL,
+  username TEXT NOT NULL,
+  queue TEXT NOT NULL,
+  site_id TEXT,
+  findme INTEGER NOT NULL,
+  document_name TEXT NOT NULL,
+  pages INTEGER NOT NULL,
+  copies INTEGER NOT NULL,
+  color INTEGER NOT NULL,
+  duplex INTEGER NOT NULL,
+  client TEXT,
+  submitted_at TEXT NOT NULL,
+  action TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT,
+  txn_id TEXT NOT NULL UNIQUE,
+  printer TEXT,
+  grayscale INTEGER,
+  cost_cents INTEGER,
+  account_id INTEGER,
+  balance_after_cents INTEGER,
+  released_at TEXT,
+  released_by_device TEXT,
+  pages_printed INTEGER,
+  printed_at TEXT,
+  expired_at TEXT
+);
+CREATE INDEX jobs_user_status ON jobs(username, status);
+CREATE INDEX jobs_printer_status ON jobs(printer, status);
+CREATE INDEX jobs_status_submitted ON jobs(status, submitted_at);
+
+-- The effective balance sums an account's journal entries the primary has not shown the mirror.
+CREATE INDEX journal_account ON journal(account, status);
+""",
+    )

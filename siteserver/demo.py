@@ -126,26 +126,25 @@ def seed(base: str, admin_token: str) -> dict[str, Any]:
             )
         )
         out["provider_token"] = prov["token"]
-    with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {out['provider_token']}"}, timeout=30
-    ) as c:
-        for doc, pages, color in [("Quarterly report.pdf", 12, True), ("Boarding pass.pdf", 1, False)]:
-            _ok(
-                c.post(
-                    "/api/provider/v1/jobs",
-                    json={
-                        "job_id": str(uuid.uuid4()),
-                        "username": "alice",
-                        "queue": "branch1-findme",
-                        "document_name": doc,
-                        "pages": pages,
-                        "copies": 1,
-                        "color": color,
-                        "duplex": False,
-                    },
-                )
-            )
     return out
+
+
+def hold_jobs(base: str, provider_token: str) -> None:
+    """alice prints two documents to the branch's Find-Me queue (the print provider's calls)."""
+    headers = {"Authorization": f"Bearer {provider_token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
+        for doc, pages, color in [("Quarterly report.pdf", 12, True), ("Boarding pass.pdf", 1, False)]:
+            job = {
+                "job_id": str(uuid.uuid4()),
+                "username": "alice",
+                "queue": "branch1-findme",
+                "document_name": doc,
+                "pages": pages,
+                "copies": 1,
+                "color": color,
+                "duplex": False,
+            }
+            _ok(c.post("/api/provider/v1/jobs", json=job))
 
 
 def check_login(base: str, device_token: str) -> dict[str, Any]:
@@ -210,7 +209,9 @@ def run_demo(*, directory: str | None, port: int, check: bool) -> int:
         site = RoleProcess("site", scfg, site_port, root / "site.log").start()
         site.wait_listening()
         status = wait_mirrored(site.url, site_token)
-        login = check_login(primary.url, world["devices"]["branch1-mono"])
+        # The branch's print server and MFDs talk to the site, as they would in production.
+        hold_jobs(site.url, world["provider_token"])
+        login = check_login(site.url, world["devices"]["branch1-mono"])
         _print_guide(root, primary.url, admin_token, health_key, world, login, site.url, site_token, status)
         if check:
             return 0
@@ -257,12 +258,16 @@ siteserver demo is running.
   Print provider token   {world["provider_token"]}
 
   Sample users: alice (card 1001, PIN 1234, password alice-pass), bob (card 1002, PIN 2345),
-  carol (card 1003, ID number E-3003, unrestricted). alice has 2 held jobs in Find-Me queue
-  branch1-findme. A card login just worked: {login["username"]}, balance {login["balance_cents"]} cents.
+  carol (card 1003, ID number E-3003, unrestricted). alice has 2 held jobs at the site in Find-Me
+  queue branch1-findme (printers branch1-mono, branch1-color).
+  A card login at the site just worked: {login["username"]}, balance {login["balance_cents"]} cents.
+
+  MFDs and the print provider at branch-01 talk to the site; its charges reach the primary
+  through the site's journal (see GET /api/admin/v1/transactions?origin_site=branch-01).
 
 Try:
   curl -s -H 'Authorization: Bearer {dev}' -H 'Content-Type: application/json' \\
-       -d '{{"card_number": "1001"}}' {url}/api/device/v1/login
+       -d '{{"card_number": "1001"}}' {site_url}/api/device/v1/login
   curl -s -H 'Authorization: Bearer {admin}' {url}/api/admin/v1/users/alice
   curl -s -H 'Authorization: Bearer {site_admin}' {site_url}/api/admin/v1/status
   siteserver status --config {root / "site.toml"}

@@ -15,6 +15,7 @@ from . import signing
 
 ENROLL_PATH = "/api/sync/v1/enroll"
 HEARTBEAT_PATH = "/api/sync/v1/heartbeat"
+JOURNAL_PATH = "/api/sync/v1/journal"
 
 
 def enroll(
@@ -52,9 +53,16 @@ class SyncClient:
         self.http.close()
 
     def build(
-        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> httpx.Request:
-        """A signed request, not sent (tests replay or tamper with it)."""
+        """A signed request, not sent (tests replay or tamper with it). `timeout` overrides the
+        client's for this request."""
         content = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
         request = self.http.build_request(
             method,
@@ -62,6 +70,7 @@ class SyncClient:
             params=params,
             content=content,
             headers={"Content-Type": "application/json"} if json_body is not None else None,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
         url = urlsplit(str(request.url))
         request.headers.update(
@@ -91,3 +100,9 @@ class SyncClient:
             HEARTBEAT_PATH,
             json_body={"mode": mode, "journal_backlog": journal_backlog, "version": version},
         )
+
+    def upload_journal(
+        self, entries: list[dict[str, Any]], *, timeout: float | httpx.Timeout | None = None
+    ) -> httpx.Response:
+        """`POST /api/sync/v1/journal` with these entries (wire form, 1-1000 of them)."""
+        return self.send(self.build("POST", JOURNAL_PATH, json_body={"entries": entries}, timeout=timeout))

@@ -47,7 +47,7 @@ def test_demo_sets_up_a_primary_and_an_enrolled_site(tmp_path: Path) -> None:
         "mode online",
         "MFD device token",
         "Print provider token",
-        "A card login just worked: alice, balance 1000 cents",
+        "A card login at the site just worked: alice, balance 1000 cents",
     ):
         assert needle in out
     assert (tmp_path / "demo" / "primary.db").exists()

@@ -84,6 +84,7 @@ def test_expiry_across_days_and_timezones() -> None:
 def test_job_status_values() -> None:
     assert {s.value for s in JobStatus} == {
         "held",
+        "releasing",
         "released",
         "printing",
         "printed",

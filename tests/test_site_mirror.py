@@ -7,8 +7,6 @@ import json
 import secrets
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ import pytest
 
 from migrations.site import migrations as site_migrations
 from siteserver.domain import SecretHasher
-from siteserver.launch import RoleProcess, free_port, write_config
+from siteserver.launch import RoleProcess, enroll_site, free_port, site_config
 from siteserver.site.identity import Identity
 from siteserver.site.mirror import (
     Endpoints,
@@ -277,26 +275,16 @@ def make_site(primary: Primary, tmp_path: Path, *, enroll: bool = True) -> dict[
         token = r.json()["enrollment_token"]
     port = free_port()
     admin_token = secrets.token_urlsafe(24)
-    cfg = write_config(
-        tmp_path / "site.toml",
-        {
-            "role": "site",
-            "site_id": SITE,
-            "data_dir": str(tmp_path / "site"),
-            "listen": f"127.0.0.1:{port}",
-            "primary": [primary.url],
-            "admin_token": admin_token,
-            "sync": {"changes_wait_secs": 2},
-        },
+    cfg = site_config(
+        tmp_path,
+        site_id=SITE,
+        port=port,
+        primary_urls=[primary.url],
+        admin_token=admin_token,
+        extra={"sync": {"changes_wait_secs": 2}},
     )
     if enroll:
-        done = subprocess.run(
-            [sys.executable, "-m", "siteserver", "site", "enroll", "--config", str(cfg), "--token", token],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        enroll_site(cfg, token)
     return {
         "config": cfg,
         "port": port,

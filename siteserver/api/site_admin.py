@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from siteserver.site.mirror import SyncFailed, read_state
-from siteserver.site.status import mode_of, site_status
+from siteserver.site.status import journal_counts, mode_of, site_status
 
 from . import models as m
 from .auth import Admin
@@ -71,6 +71,11 @@ class PullOut(BaseModel):
     cursor: int
 
 
+class MergeOut(BaseModel):
+    pushed: int
+    journal: JournalOut
+
+
 @health_router.get("/api/health/site-server/status", response_model=SiteHealthOut)
 async def site_health(request: Request) -> Any:
     """No credential: a monitor polls it. `mode` is online, offline or reconciling."""
@@ -95,3 +100,19 @@ async def sync_now(_: Admin, request: Request) -> Any:
     except (httpx.HTTPError, SyncFailed) as e:
         return error(503, "primary_unreachable", f"the pull from the primary failed: {e or type(e).__name__}")
     return {"cursor": cursor}
+
+
+@router.post("/merge", response_model=MergeOut, responses=_ERRORS)
+async def merge_now(_: Admin, request: Request) -> Any:
+    """Push the pending journal to the primary now (in batches, oldest first); answers with how
+    many entries were sent and the journal counts after the primary's verdicts were recorded."""
+    site = request.app.state.site
+    pushed = 0
+    for _round in range(100):  # bounded: entries keep arriving while the site serves
+        sent = await asyncio.to_thread(site.pusher.push_pending_once)
+        if sent < 0:
+            return error(503, "primary_unreachable", "the primary did not answer the journal upload")
+        pushed += sent
+        if sent == 0:
+            break
+    return {"pushed": pushed, "journal": await site.db.read(journal_counts)}

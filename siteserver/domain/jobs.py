@@ -11,6 +11,7 @@ from enum import StrEnum
 
 class JobStatus(StrEnum):
     HELD = "held"  # waiting for its owner at a device
+    RELEASING = "releasing"  # at a site: charged locally, waiting (within the budget) for the primary
     RELEASED = "released"  # released at a device and charged; the provider fetches it
     PRINTING = "printing"  # sent straight to a printer without hold, charged
     PRINTED = "printed"

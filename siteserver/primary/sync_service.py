@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
+from siteserver import serving
 from siteserver.api import models as m
 from siteserver.api.auth import invalid_enrollment
 from siteserver.domain import (
@@ -135,7 +136,7 @@ class SyncService:
         page = await self._page(after, limit)
         while page["cursor"] == after and not page["reset"]:
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or serving.stopping.is_set():
                 break
             await asyncio.sleep(min(POLL_SECS, remaining))
             # The poll is one cheap statement on the shared reader; a page gets its own connection.

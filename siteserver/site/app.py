@@ -1,7 +1,9 @@
 """The site server: the FastAPI app and the process that runs it (`siteserver site run`).
 
 It mirrors the primary in a background thread (bootstrap once, then follow the change feed),
-heartbeats every 10 s, and serves its health URL and site administration.
+heartbeats every 10 s, pushes its outbox journal to the primary, and serves the Device API and the
+Print provider API from its own store (`siteserver.frontdesk.FrontDesk`, the primary's flows, with
+`JournalCharging`: every charge goes through the journal), its health URL and site administration.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlite_utils
@@ -17,13 +20,16 @@ from fastapi import FastAPI
 import siteserver
 from migrations.site import migrations
 from siteserver import logs
-from siteserver.api import errors, site_admin
+from siteserver.api import device, errors, provider, site_admin
 from siteserver.config import SiteConfig
+from siteserver.domain import Lockout, SecretHasher, SessionRegistry
+from siteserver.frontdesk import FrontDesk
 from siteserver.keys import load_or_create_token
 from siteserver.serving import serve
 from siteserver.store import Database
 from siteserver.timeutil import now_iso
 
+from .charging import JournalCharging, Pusher, recover_releasing
 from .identity import Identity
 from .mirror import Endpoints, Mirror, read_state, set_state
 from .status import DEFAULT_MODE, mode_of
@@ -80,6 +86,16 @@ class SiteServer:
         self.mirror = Mirror(
             self.db, self.endpoints, wait_secs=config.sync.changes_wait_secs, stop=self.stop_event
         )
+        self.pusher = Pusher(self.db, self.endpoints, self.stop_event)
+        self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
+        self.desk = FrontDesk(
+            db=self.db,
+            hasher=SecretHasher(identity.load_pepper()),
+            lockout=Lockout(),
+            sessions=SessionRegistry(),
+            hashing=self.hashing,
+            charging=JournalCharging(self.db, self.pusher, budget_secs=config.wan.request_budget_ms / 1000),
+        )
         self._threads: list[threading.Thread] = []
 
     @staticmethod
@@ -87,6 +103,7 @@ class SiteServer:
         state = read_state(d)
         if "mode" not in state:
             set_state(d, mode=DEFAULT_MODE, mode_since=now_iso())
+        recover_releasing(d)
 
     def heartbeat_once(self) -> None:
         ep = self.endpoints.current()
@@ -118,31 +135,40 @@ class SiteServer:
             self.stop_event.wait(HEARTBEAT_SECS)
 
     def start(self) -> None:
-        for name, target in (("mirror", self.mirror.run), ("heartbeat", self._heartbeat_loop)):
+        for name, target in (
+            ("mirror", self.mirror.run),
+            ("heartbeat", self._heartbeat_loop),
+            ("journal-pusher", self.pusher.run),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.pusher.wake.set()
         self.endpoints.close()  # ends a long poll in flight
         for t in self._threads:
             t.join(timeout=5)
+        self.hashing.shutdown(wait=False)
         self.db.close()
 
     def app(self) -> FastAPI:
         app = FastAPI(
             title="siteserver site",
             version="1",
-            description="A branch site server: its health URL and site administration. See CONTRACT.md.",
+            description="A branch site server: the device and print provider APIs served from its own "
+            "store, its health URL and site administration. See CONTRACT.md.",
         )
         app.state.config = self.config
         app.state.admin_token = self.admin_token
         app.state.db = self.db
         app.state.site = self
+        app.state.backend = self.desk
         errors.install(app)
-        app.include_router(site_admin.health_router)
-        app.include_router(site_admin.router)
+        # Device routes first: they are the hot path, and route matching walks the list in order.
+        for r in (device.router, provider.router, site_admin.health_router, site_admin.router):
+            app.include_router(r)
         return app
 
 

@@ -1,0 +1,170 @@
+"""The site's outbox journal: every money-moving event at a site, until the primary has seen it.
+
+An entry is written in the same transaction as its local effect (a job released, a copy charged),
+status `pending`; the primary's per-entry answer turns it `applied`, `duplicate` or `rejected`.
+
+The **effective balance** of an account (DESIGN.md, invariant 3) is the mirrored balance plus the
+entries the mirror has not yet seen: those still `pending`, and those the primary applied at a
+ledger seq beyond the account's mirrored `last_seq`. Once the change feed brings the account row
+with `last_seq >= primary_seq`, the entry is in the mirrored balance and no longer added: a charge
+is never subtracted twice nor forgotten, whatever order the feed and the push answers arrive in
+(the site has one writer, so each read sees one of the two states).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from siteserver.store.ledger import account_label
+
+_UNSEEN = (
+    "SELECT COALESCE(SUM(j.amount_cents), 0) FROM journal j WHERE j.account = ?"
+    " AND (j.status = 'pending' OR (j.status IN ('applied', 'duplicate') AND j.primary_seq > ?))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    txn_id: str
+    seq: int
+    account: str
+    amount_cents: int
+    kind: str
+    enforcement: str
+    occurred_at: str
+    flags: tuple[str, ...]
+    ref: str | None
+    status: str
+    primary_seq: int | None = None
+    primary_balance_cents: int | None = None
+    reason: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The entry as `POST /api/sync/v1/journal` takes it."""
+        return {
+            "txn_id": self.txn_id,
+            "account": self.account,
+            "amount_cents": self.amount_cents,
+            "kind": self.kind,
+            "enforcement": self.enforcement,
+            "occurred_at": self.occurred_at,
+            "flags": list(self.flags),
+            "ref": self.ref,
+        }
+
+
+_COLS = (
+    "txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, flags, ref, status,"
+    " primary_seq, primary_balance_cents, reason"
+)
+
+
+def _row(r: Sequence[Any]) -> JournalRow:
+    v = list(r)
+    v[7] = tuple(json.loads(v[7] or "[]"))
+    return JournalRow(*v)
+
+
+def label_of(db: sqlite_utils.Database, account_id: int) -> str | None:
+    row = db.execute("SELECT kind, name FROM accounts WHERE id = ?", [account_id]).fetchone()
+    return None if row is None else account_label(row[0], row[1])
+
+
+def effective_balance(db: sqlite_utils.Database, account_id: int) -> int | None:
+    """Mirrored balance + the journal entries the mirror has not seen (None: no such account)."""
+    row = db.execute(
+        "SELECT kind, name, balance_cents, last_seq FROM accounts WHERE id = ?", [account_id]
+    ).fetchone()
+    if row is None:
+        return None
+    kind, name, balance, last_seq = row
+    unseen = db.execute(_UNSEEN, [account_label(kind, name), last_seq]).fetchone()[0]
+    return int(balance) + int(unseen)
+
+
+def get(db: sqlite_utils.Database, txn_id: str) -> JournalRow | None:
+    r = db.execute(f"SELECT {_COLS} FROM journal WHERE txn_id = ?", [txn_id]).fetchone()
+    return None if r is None else _row(r)
+
+
+def rows(db: sqlite_utils.Database, txn_ids: Iterable[str]) -> list[JournalRow]:
+    ids = list(txn_ids)
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    return [
+        _row(r)
+        for r in db.execute(f"SELECT {_COLS} FROM journal WHERE txn_id IN ({marks}) ORDER BY seq", ids)
+    ]
+
+
+def pending(db: sqlite_utils.Database, limit: int) -> list[JournalRow]:
+    """The oldest pending entries first."""
+    return [
+        _row(r)
+        for r in db.execute(
+            f"SELECT {_COLS} FROM journal WHERE status = 'pending' ORDER BY seq LIMIT ?", [limit]
+        )
+    ]
+
+
+def append(
+    db: sqlite_utils.Database,
+    *,
+    txn_id: str,
+    account: str,
+    amount_cents: int,
+    kind: str,
+    enforcement: str,
+    occurred_at: str,
+    flags: Sequence[str] = (),
+    ref: str | None = None,
+) -> None:
+    """A new pending entry (or a rejected one tried again: the primary keeps no trace of a
+    rejection, so the same txn_id may be sent again, e.g. a held job released once more)."""
+    seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
+    db.execute(
+        "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at,"
+        " flags, ref, status) VALUES (?,?,?,?,?,?,?,?,?,'pending')"
+        " ON CONFLICT(txn_id) DO UPDATE SET seq = excluded.seq, account = excluded.account,"
+        " amount_cents = excluded.amount_cents, kind = excluded.kind,"
+        " enforcement = excluded.enforcement, occurred_at = excluded.occurred_at,"
+        " flags = excluded.flags, ref = excluded.ref, status = 'pending', primary_seq = NULL,"
+        " primary_balance_cents = NULL, reason = NULL WHERE journal.status = 'rejected'",
+        [txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, json.dumps(list(flags)), ref],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The primary's answer for one entry."""
+
+    status: str  # applied | duplicate | rejected
+    seq: int | None = None
+    balance_cents: int | None = None
+    reason: str | None = None
+
+
+def record(
+    db: sqlite_utils.Database, attempted: Sequence[str], verdicts: Mapping[str, Verdict], *, now: str
+) -> None:
+    """Store the primary's answers; entries attempted without an answer stay pending. Only a
+    pending entry changes: an answer arriving twice (the pusher and a request) is harmless."""
+    for txn_id in attempted:
+        v = verdicts.get(txn_id)
+        if v is None:
+            db.execute(
+                "UPDATE journal SET attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ?",
+                [now, txn_id],
+            )
+            continue
+        db.execute(
+            "UPDATE journal SET status = ?, primary_seq = ?, primary_balance_cents = ?, reason = ?,"
+            " attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ? AND status = 'pending'",
+            [v.status, v.seq, v.balance_cents, v.reason, now, txn_id],
+        )
