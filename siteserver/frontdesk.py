@@ -51,7 +51,7 @@ from siteserver.store import Database, catalog, jobs, ledger
 from siteserver.store import accounts as acc
 from siteserver.store.catalog import MachineCredential
 from siteserver.store.journal import Verdict
-from siteserver.timeutil import now_iso
+from siteserver.timeutil import now_iso, utcnow
 
 _CRED_CACHE_SECS = 2.0
 T = TypeVar("T")
@@ -517,6 +517,10 @@ class FrontDesk:
 
                 out = await self.db.write(deny)
         return out
+
+    def expire_held_jobs(self) -> int:
+        """Held jobs past the hold timeout expire (the scheduler runs this; both roles)."""
+        return self.db.write_sync(lambda db: jobs.expire_past_hold_timeout(db, utcnow()))
 
     async def releases_for(self, cred: MachineCredential, printer: str, wait: float) -> dict[str, Any]:
         if printer not in cred.printers:

@@ -97,7 +97,7 @@ class PrimaryServer:
 
     def _expire_holds(self) -> None:
         if self.guard.is_active():
-            n = self.service.expire_held_jobs()
+            n = self.service.desk.expire_held_jobs()
             if n:
                 log.info("expired %d held job(s) past the hold timeout", n)
 

@@ -12,7 +12,6 @@ import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import sqlite_utils
@@ -33,7 +32,7 @@ from siteserver.domain import (
 from siteserver.frontdesk import FrontDesk, LedgerCharging
 from siteserver.store import Database, catalog, jobs, ledger, settings
 from siteserver.store import accounts as acc
-from siteserver.timeutil import iso, now_iso, utcnow
+from siteserver.timeutil import now_iso
 
 T = TypeVar("T")
 
@@ -263,16 +262,6 @@ class PrimaryService:
         return {"transactions": rows, "next_seq": next_seq}
 
     # -- scheduled ---------------------------------------------------------------------------
-
-    def expire_held_jobs(self) -> int:
-        """Held jobs older than the hold timeout expire (run by the scheduler on the active member)."""
-
-        def work(db: sqlite_utils.Database) -> int:
-            timeout = settings.get_policies(db).hold_timeout_minutes
-            before = iso(utcnow() - timedelta(minutes=timeout))
-            return jobs.expire_held(db, submitted_before=before, now=now_iso())
-
-        return self.db.write_sync(work)
 
 
 def _found(value: T | None, missing: str) -> T:

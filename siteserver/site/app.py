@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlite_utils
+from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 
 import siteserver
@@ -97,6 +98,13 @@ class SiteServer:
             charging=JournalCharging(self.db, self.pusher, budget_secs=config.wan.request_budget_ms / 1000),
         )
         self._threads: list[threading.Thread] = []
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)
+
+    def _expire_holds(self) -> None:
+        n = self.desk.expire_held_jobs()
+        if n:
+            log.info("expired %d held job(s) past the hold timeout", n)
 
     @staticmethod
     def _init_state(d: sqlite_utils.Database) -> None:
@@ -143,8 +151,11 @@ class SiteServer:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self.scheduler.start()
 
     def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         self.stop_event.set()
         self.pusher.wake.set()
         self.endpoints.close()  # ends a long poll in flight

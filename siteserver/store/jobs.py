@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlite_utils
 
 from siteserver.domain import JobStatus
+from siteserver.domain.jobs import hold_expires_at
+from siteserver.store.settings import get_policies
+from siteserver.timeutil import iso
 
 _COLS = (
     "job_id, request_digest, username, queue, site_id, findme, document_name, pages, copies,"
@@ -128,6 +132,13 @@ def expire_held(db: sqlite_utils.Database, *, submitted_before: str, now: str) -
         [now, submitted_before],
     )
     return cur.rowcount
+
+
+def expire_past_hold_timeout(db: sqlite_utils.Database, now: datetime) -> int:
+    """Expire held jobs older than the offline policies' hold_timeout_minutes (both roles: the
+    policies are mirrored, so a site expires its held jobs by the same rule as the primary)."""
+    timeout = get_policies(db).hold_timeout_minutes
+    return expire_held(db, submitted_before=iso(hold_expires_at(now, -timeout)), now=iso(now))
 
 
 def expire_held_of_user(db: sqlite_utils.Database, username: str, *, now: str) -> int:
