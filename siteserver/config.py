@@ -43,6 +43,13 @@ class Wan(_Section):
     request_budget_ms: int = Field(800, ge=10, le=60_000)
 
 
+class Offline(_Section):
+    """Bounded exposure while offline (docs/offline.md); unset: no limit."""
+
+    max_offline_spend_per_user_cents: int | None = Field(None, ge=0, le=10**12)
+    max_offline_spend_site_cents: int | None = Field(None, ge=0, le=10**12)
+
+
 class Sync(_Section):
     changes_wait_secs: float = Field(25.0, gt=0, le=600)
 
@@ -107,6 +114,7 @@ class SiteConfig(_RoleConfig):
     primary: list[str] = Field(min_length=1)
     wan: Wan = Field(default_factory=Wan)
     sync: Sync = Field(default_factory=Sync)
+    offline: Offline = Field(default_factory=Offline)
 
 
 def _env_name(path: list[str]) -> str:

@@ -51,6 +51,7 @@ from siteserver.store import Database, catalog, jobs, ledger
 from siteserver.store import accounts as acc
 from siteserver.store.catalog import MachineCredential
 from siteserver.store.journal import Verdict
+from siteserver.store.settings import get_policies
 from siteserver.timeutil import now_iso, utcnow
 
 _CRED_CACHE_SECS = 2.0
@@ -73,6 +74,33 @@ class ReleaseSignal:
                 ev.set()
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeAsk:
+    """One charge a flow wants made: who, which account they name, how much, how enforced."""
+
+    txn_id: str
+    username: str
+    user: acc.UserRecord | None  # None: the role does not know this username
+    account: str | None  # a shared account named by the release or usage (None: personal)
+    cost_cents: int  # >= 0
+    kind: str
+    enforcement: Enforcement
+    occurred_at: str
+    ref: str | None = None
+
+
+def charge_account(
+    db: sqlite_utils.Database, user: acc.UserRecord, account: str | None
+) -> tuple[int | None, str | None]:
+    """The account a charge goes to: the personal one, or a shared one the user is a member of."""
+    if account is None:
+        return user.account_id, None
+    shared = acc.get_shared_account(db, account)
+    if shared is None or user.username not in shared.members:
+        return None, f"{account!r} is not a shared account this user may charge"
+    return shared.account_id, None
+
+
 class Charging:
     """How a role applies and confirms a charge (the one place the roles differ)."""
 
@@ -86,6 +114,31 @@ class Charging:
     def charge(self, db: sqlite_utils.Database, entry: ledger.Entry) -> ledger.Outcome:
         """Inside the flow's write transaction: apply (or record) one entry."""
         raise NotImplementedError
+
+    def charge_for(self, db: sqlite_utils.Database, ask: ChargeAsk) -> tuple[ledger.Outcome, int | None]:
+        """Inside the flow's write transaction: choose the account and charge it; the outcome and
+        the account charged (None when refused before an account was chosen). The primary's
+        rule: known, enabled users only; a named shared account must be one of the user's."""
+        user = ask.user
+        if user is None or user.disabled:
+            return _refused(ask, "unknown or disabled user"), None
+        account_id, why = charge_account(db, user, ask.account)
+        if account_id is None:
+            return _refused(ask, why), None
+        entry = ledger.Entry(
+            ask.txn_id,
+            account_id,
+            -ask.cost_cents,
+            ask.kind,
+            ask.enforcement,
+            ask.occurred_at,
+            ref=ask.ref,
+        )
+        return self.charge(db, entry), account_id
+
+    def offline(self, db: sqlite_utils.Database) -> bool:
+        """Whether this role decides alone right now (a site that cannot reach the primary)."""
+        return False
 
     def balance(self, db: sqlite_utils.Database, account_id: int, stored: int) -> int:
         """The balance to answer for an account whose stored balance is `stored`."""
@@ -180,6 +233,13 @@ class FrontDesk:
             balance = 0 if user is None else self.charging.balance(db, user.account_id, user.balance_cents)
             return user, shared, balance, self.charging.mode(db)
 
+        def password_refused(db: sqlite_utils.Database) -> bool:
+            return self.charging.offline(db) and not get_policies(db).password_authentication.allowed
+
+        if body.password is not None and await self.db.read(password_refused):
+            raise Forbidden(
+                "password logins are not allowed while the site is offline; use a card, PIN or ID number"
+            )
         user, shared, balance, mode = await self.db.read(lookup, snapshot=self.charging.reads_state)
         ok = user is not None and not user.disabled
         secret = body.password if body.password is not None else body.pin
@@ -237,17 +297,6 @@ class FrontDesk:
 
         return await self.db.read(work)
 
-    def _charge_account(
-        self, db: sqlite_utils.Database, user: acc.UserRecord, account: str | None
-    ) -> tuple[int | None, str | None]:
-        """The account a charge goes to: the personal one, or a shared one the user is a member of."""
-        if account is None:
-            return user.account_id, None
-        shared = acc.get_shared_account(db, account)
-        if shared is None or user.username not in shared.members:
-            return None, f"{account!r} is not a shared account this user may charge"
-        return shared.account_id, None
-
     async def release(self, device: MachineCredential, session_id: str, body: m.ReleaseIn) -> dict[str, Any]:
         username = self._session_user(device, session_id)
         charged: list[_Charged] = []
@@ -261,7 +310,6 @@ class FrontDesk:
                 catalog.get_printer(db, device.printer), "this device's printer no longer exists"
             )
             findme = catalog.findme_queues(db, device.site_ids)
-            account_id, why = self._charge_account(db, user, body.account)
             results = []
             for job_uuid in dict.fromkeys(str(j) for j in body.job_ids):
                 j = jobs.get_job(db, job_uuid)
@@ -286,18 +334,23 @@ class FrontDesk:
                     )
                     continue
                 q = quote_print(printer.model, pages=j.pages, copies=j.copies, color=j.color, duplex=j.duplex)
-                if account_id is None:
-                    results.append(_result(job_uuid, "denied", why, q.cost_cents, balance))
-                    continue
-                entry = ledger.Entry(
-                    j.txn_id, account_id, -q.cost_cents, "print", Enforcement.AUTHORIZE, now, ref=j.job_id
+                ask = ChargeAsk(
+                    j.txn_id,
+                    username,
+                    user,
+                    body.account,
+                    q.cost_cents,
+                    "print",
+                    Enforcement.AUTHORIZE,
+                    now,
+                    ref=j.job_id,
                 )
-                out = self.charging.charge(db, entry)
-                if out.status == "denied":
+                out, account_id = self.charging.charge_for(db, ask)
+                _raise_conflict(out)
+                if out.status == "denied" or account_id is None:
                     bal = out.balance_after_cents if out.balance_after_cents is not None else balance
                     results.append(_result(job_uuid, "denied", out.reason, q.cost_cents, bal))
                     continue
-                _raise_conflict(out)
                 assert out.balance_after_cents is not None
                 jobs.mark_released(
                     db,
@@ -321,12 +374,12 @@ class FrontDesk:
 
         out = await self.db.write(work)
         if charged and self.charging.confirms:
-            out = await self._confirm_releases(out, charged, account_ids[0])
+            out = await self._confirm_releases(out, charged, account_ids)
         self.releases.notify([c.printer for c in charged if out["results"][c.index]["status"] == "released"])
         return out
 
     async def _confirm_releases(
-        self, out: dict[str, Any], charged: list[_Charged], account_id: int
+        self, out: dict[str, Any], charged: list[_Charged], account_ids: list[int]
     ) -> dict[str, Any]:
         """A site: the primary's verdict (if in time) decides; a rejected release is undone - the
         job is held again and the answer is the primary's denial. Only then may the provider see it."""
@@ -354,10 +407,9 @@ class FrontDesk:
                         [c.job_id, JobStatus.RELEASING.value],
                     )
                     r["balance_cents"] += refunded
-            now_balance = self.charging.balance(db, account_id, 0)
-            for c in charged:
+            for c, account_id in zip(charged, account_ids, strict=True):
                 if results[c.index]["status"] == "denied":
-                    results[c.index]["balance_cents"] = now_balance
+                    results[c.index]["balance_cents"] = self.charging.balance(db, account_id, 0)
             return {"results": results, "mode": self.charging.mode(db)}
 
         return await self.db.write(finish)
@@ -373,18 +425,25 @@ class FrontDesk:
             printer = _found(
                 catalog.get_printer(db, device.printer), "this device's printer no longer exists"
             )
-            account_id, why = self._charge_account(db, user, body.account)
-            if account_id is None:
-                raise Forbidden(why or "account not allowed")
             q = quote_usage(
                 printer.model, kind=body.kind, pages=body.pages, color=body.color, duplex=body.duplex
             )
             # Usage already happened at the device: a fact, charged even past the limit.
-            entry = ledger.Entry(
-                txn_id, account_id, -q.cost_cents, body.kind, Enforcement.FACT, now, ref=device.ident
+            ask = ChargeAsk(
+                txn_id,
+                username,
+                user,
+                body.account,
+                q.cost_cents,
+                body.kind,
+                Enforcement.FACT,
+                now,
+                ref=device.ident,
             )
-            out = self.charging.charge(db, entry)
+            out, account_id = self.charging.charge_for(db, ask)
             _raise_conflict(out)
+            if out.status == "denied" or account_id is None:
+                raise Forbidden(out.reason or "account not allowed")
             charged_to.append(account_id)
             return {
                 "txn_id": txn_id,
@@ -400,7 +459,11 @@ class FrontDesk:
             # journal for the reconciliation); the answer is the balance as it now stands.
             await self.charging.confirm([txn_id])
             account_id = charged_to[0]
-            out["balance_cents"] = await self.db.read(lambda db: self.charging.balance(db, account_id, 0))
+
+            def after(db: sqlite_utils.Database) -> tuple[int, str]:
+                return self.charging.balance(db, account_id, 0), self.charging.mode(db)
+
+            out["balance_cents"], out["mode"] = await self.db.read(after, snapshot=True)
         return out
 
     def logout(self, device: MachineCredential, session_id: str) -> dict[str, Any]:
@@ -461,7 +524,8 @@ class FrontDesk:
                 for p in printers.values()
             ]
             estimate = min((q.cost_cents for q in quotes), default=0)
-            if user is None or user.disabled:
+            if target.hold and (user is None or user.disabled):
+                # Nobody could log in to release it (offline too: the mirror does not know them).
                 job = replace(base, reason="unknown or disabled user")
             elif target.hold:
                 job = replace(base, action="hold", status=JobStatus.HELD, cost_cents=estimate)
@@ -470,17 +534,19 @@ class FrontDesk:
                 q = quote_print(
                     printer.model, pages=body.pages, copies=body.copies, color=body.color, duplex=body.duplex
                 )
-                entry = ledger.Entry(
+                ask = ChargeAsk(
                     base.txn_id,
-                    user.account_id,
-                    -q.cost_cents,
+                    body.username,
+                    user,
+                    None,
+                    q.cost_cents,
                     "print",
                     Enforcement.AUTHORIZE,
                     now,
                     ref=job_id,
                 )
-                out = self.charging.charge(db, entry)
-                if out.status == "applied":
+                out, account_id = self.charging.charge_for(db, ask)
+                if out.status == "applied" and account_id is not None:
                     job = replace(
                         base,
                         action="print",
@@ -488,13 +554,14 @@ class FrontDesk:
                         printer=printer.name,
                         grayscale=q.grayscale,
                         cost_cents=q.cost_cents,
-                        account_id=user.account_id,
+                        account_id=account_id,
                         balance_after_cents=out.balance_after_cents,
                         released_at=now,
                     )
                     to_confirm.append(base.txn_id)
                 else:
-                    job = replace(base, reason=out.reason, cost_cents=q.cost_cents)
+                    known = user is not None and not user.disabled
+                    job = replace(base, reason=out.reason, cost_cents=q.cost_cents if known else None)
             jobs.insert_job(db, job)
             return _job_answer(job)
 
@@ -584,6 +651,10 @@ def _result(job_id: str, status: str, reason: str | None, cost: int, balance: in
         "cost_cents": cost,
         "balance_cents": balance,
     }
+
+
+def _refused(ask: ChargeAsk, reason: str | None) -> ledger.Outcome:
+    return ledger.Outcome(ask.txn_id, "denied", -ask.cost_cents, reason=reason)
 
 
 def _raise_conflict(out: ledger.Outcome) -> None:

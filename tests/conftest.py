@@ -67,8 +67,10 @@ def start_primary(
     admin_token: str | None = None,
     health_key: str | None = None,
     wait_active: bool = True,
+    port: int | None = None,
 ) -> Primary:
-    port = free_port()
+    """`port`: reuse a port, e.g. to restart a killed primary where its sites expect it."""
+    port = port or free_port()
     database = database or tmp / "primary.db"
     admin_token = admin_token or secrets.token_urlsafe(24)
     health_key = health_key or secrets.token_urlsafe(24)

@@ -31,6 +31,7 @@ class Branch:
     mono_device: str  # device token at MONO
     color_device: str  # device token at COLOR
     provider: str  # provider token serving MONO, COLOR, DIRECT
+    config: Path | None = None  # the site's TOML file (to start it again after a kill)
 
     @property
     def url(self) -> str:
@@ -61,9 +62,17 @@ class Branch:
             conn.close()
 
 
-def start_branch(primary: Primary, tmp: Path, *, budget_ms: int = 3000) -> Branch:
+def start_branch(
+    primary: Primary,
+    tmp: Path,
+    *,
+    budget_ms: int = 3000,
+    wan: dict[str, Any] | None = None,
+    primary_urls: list[str] | None = None,
+) -> Branch:
     """The branch's catalogue on the primary, then an enrolled, running site (the caller stops
-    `branch.process`)."""
+    `branch.process`). `wan`: more [wan] keys; `primary_urls`: the site's configured endpoints
+    (default: the primary's URL alone)."""
     printers = [
         {
             "name": MONO,
@@ -114,13 +123,13 @@ def start_branch(primary: Primary, tmp: Path, *, budget_ms: int = 3000) -> Branc
         tmp,
         site_id=SITE,
         port=port,
-        primary_urls=[primary.url],
+        primary_urls=primary_urls or [primary.url],
         admin_token=admin_token,
-        extra={"wan": {"request_budget_ms": budget_ms}, "sync": {"changes_wait_secs": 2}},
+        extra={"wan": {"request_budget_ms": budget_ms, **(wan or {})}, "sync": {"changes_wait_secs": 2}},
     )
     enroll_site(cfg, enrollment)
     proc = RoleProcess("site", cfg, port, tmp / "site.log").start()
-    branch = Branch(proc, tmp / "site", admin_token, mono["token"], color["token"], prov["token"])
+    branch = Branch(proc, tmp / "site", admin_token, mono["token"], color["token"], prov["token"], cfg)
     try:
         proc.wait_listening()
         # The mirror has the branch's devices once a device token is known at the site.

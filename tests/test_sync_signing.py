@@ -195,7 +195,8 @@ def _site(primary: Primary, site_id: str = "branch-01") -> Enrolled:
     key = signing.generate_key()
     r = enroll(primary.url, site_id, token, signing.public_key_text(key))
     assert r.status_code == 200, r.text
-    assert set(r.json()) == {"site_id", "pepper"}
+    assert set(r.json()) == {"site_id", "pepper", "health_key"}
+    assert r.json()["health_key"] == primary.health_key  # the site's WAN monitor probes with it
     return Enrolled(primary, site_id, key)
 
 

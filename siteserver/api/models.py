@@ -188,6 +188,7 @@ class EnrollIn(Strict):
 class EnrollOut(BaseModel):
     site_id: str
     pepper: str
+    health_key: str | None = None  # the health URL's key, for the site's WAN monitor
 
 
 class HeartbeatIn(Strict):

@@ -81,7 +81,11 @@ class PrimaryServer:
             hashing=self.hashing,
         )
         self.sync = SyncService(
-            db=self.db, pepper=hasher.pepper, server_uuid=self.server_uuid, epoch_of=lambda: self.guard.epoch
+            db=self.db,
+            pepper=hasher.pepper,
+            server_uuid=self.server_uuid,
+            epoch_of=lambda: self.guard.epoch,
+            health_key=self.health_key,
         )
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)

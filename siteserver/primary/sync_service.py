@@ -57,6 +57,8 @@ class SyncService:
     epoch_of: Callable[[], int]
     window_secs: int = signing.DEFAULT_WINDOW_SECS
     clock: Callable[[], float] = time.time
+    # Handed to a site at enrollment: its WAN monitor probes the health URL with it.
+    health_key: str | None = None
 
     # -- enrollment (the one-time token is the credential) ----------------------------------------
 
@@ -77,7 +79,10 @@ class SyncService:
                 raise invalid_enrollment()  # one answer: unknown site, wrong or used token
 
         await self.db.write(work)
-        return {"site_id": body.site_id, "pepper": self.pepper.hex()}
+        answer: dict[str, Any] = {"site_id": body.site_id, "pepper": self.pepper.hex()}
+        if self.health_key is not None:
+            answer["health_key"] = self.health_key
+        return answer
 
     # -- signed requests ------------------------------------------------------------------------
 

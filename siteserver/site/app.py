@@ -1,6 +1,7 @@
 """The site server: the FastAPI app and the process that runs it (`siteserver site run`).
 
 It mirrors the primary in a background thread (bootstrap once, then follow the change feed),
+probes every primary endpoint and keeps the site's mode (siteserver.site.monitor, docs/wan.md),
 heartbeats every 10 s, pushes its outbox journal to the primary, and serves the Device API and the
 Print provider API from its own store (`siteserver.frontdesk.FrontDesk`, the primary's flows, with
 `JournalCharging`: every charge goes through the journal), its health URL and site administration.
@@ -33,6 +34,7 @@ from siteserver.timeutil import now_iso
 from .charging import JournalCharging, Pusher, recover_releasing
 from .identity import Identity
 from .mirror import Endpoints, Mirror, read_state, set_state
+from .monitor import WanMonitor
 from .status import DEFAULT_MODE, mode_of
 
 log = logging.getLogger("siteserver.site")
@@ -88,18 +90,36 @@ class SiteServer:
             self.db, self.endpoints, wait_secs=config.sync.changes_wait_secs, stop=self.stop_event
         )
         self.pusher = Pusher(self.db, self.endpoints, self.stop_event)
+        health_key = identity.load_health_key()
+        self.monitor = WanMonitor(
+            self.db,
+            self.endpoints,
+            config.wan,
+            health_key,
+            self.stop_event,
+            on_reconciling=self.pusher.wake.set,  # drain the journal at once
+        )
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
+        charging = JournalCharging(
+            self.db, self.pusher, budget_secs=config.wan.request_budget_ms / 1000, limits=config.offline
+        )
+        # A push that missed its budget is evidence of a dead WAN: it speeds the monitor's detection.
+        charging.on_push_missed = self.monitor.note_push_missed
         self.desk = FrontDesk(
             db=self.db,
             hasher=SecretHasher(identity.load_pepper()),
             lockout=Lockout(),
             sessions=SessionRegistry(),
             hashing=self.hashing,
-            charging=JournalCharging(self.db, self.pusher, budget_secs=config.wan.request_budget_ms / 1000),
+            charging=charging,
         )
         self._threads: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)
+
+    def note_push_missed(self) -> None:
+        """A journal push missed its budget: evidence for the WAN monitor (cheap, thread-safe)."""
+        self.monitor.note_push_missed()
 
     def _expire_holds(self) -> None:
         n = self.desk.expire_held_jobs()
@@ -147,6 +167,7 @@ class SiteServer:
             ("mirror", self.mirror.run),
             ("heartbeat", self._heartbeat_loop),
             ("journal-pusher", self.pusher.run),
+            ("wan-monitor", self.monitor.run),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()

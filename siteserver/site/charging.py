@@ -12,17 +12,23 @@ push failing). `Pusher` drains whatever stays pending, every ~2 s and right afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 import sqlite_utils
 
+from siteserver.config import Offline
 from siteserver.domain import AccountState, JobStatus, authorize
-from siteserver.frontdesk import Charging
+from siteserver.domain import offline as off
+from siteserver.frontdesk import ChargeAsk, Charging
 from siteserver.store import Database, ledger
+from siteserver.store import accounts as acc
 from siteserver.store import journal as jr
+from siteserver.store.settings import get_policies
 from siteserver.timeutil import now_iso
 
 from .mirror import Endpoints, read_state
@@ -43,6 +49,8 @@ class Pusher:
         self.endpoints = endpoints
         self.stop = stop
         self.wake = threading.Event()
+        #: called (on the pushing thread) after each upload the primary answered
+        self.on_answered: Callable[[], None] | None = None
 
     def push(self, entries: Sequence[jr.JournalRow], timeout: float) -> dict[str, jr.Verdict] | None:
         """One upload (on a plain thread); None when the primary gave no answer. Verdicts are
@@ -60,6 +68,8 @@ class Pusher:
                     for x in r.json()["results"]
                 }
                 self.endpoints.ok(ep)
+                if self.on_answered is not None:
+                    self.on_answered()
             else:
                 log.warning("journal upload to %s answered HTTP %d", ep.url, r.status_code)
                 if r.status_code >= 500 or r.status_code == 401:
@@ -114,10 +124,102 @@ class JournalCharging(Charging):
     confirms = True
     reads_state = True
 
-    def __init__(self, db: Database, pusher: Pusher, *, budget_secs: float) -> None:
+    def __init__(
+        self, db: Database, pusher: Pusher, *, budget_secs: float, limits: Offline | None = None
+    ) -> None:
         self.db = db
         self.pusher = pusher
         self.budget_secs = budget_secs
+        #: `[offline]` of the site's configuration: the caps on offline spending
+        self.limits = limits or Offline()
+        #: called (thread-safe, cheap) whenever a request's push got no verdict within the budget;
+        #: the site app wires its mode machine here (`note_push_missed`)
+        self.on_push_missed: Callable[[], None] | None = None
+        # A push missed its budget and no upload has been answered since: decide offline.
+        self._missed = threading.Event()
+        pusher.on_answered = self._missed.clear
+
+    # -- the one local decision ------------------------------------------------------------------
+
+    def offline(self, db: sqlite_utils.Database) -> bool:
+        """Decide alone: the site's mode is not `online`, or the last push missed its budget."""
+        return self._missed.is_set() or mode_of(read_state(db)) != "online"
+
+    def charge_for(self, db: sqlite_utils.Database, ask: ChargeAsk) -> tuple[ledger.Outcome, int | None]:
+        """Decide locally (siteserver.domain.offline.decide: the online rule, or the mirrored
+        offline policies when offline) and, if allowed, write the pending journal entry."""
+        prior = jr.get(db, ask.txn_id)
+        if prior is not None and prior.status != "rejected":
+            # A retry (e.g. usage after a lost answer): the first decision stands.
+            prior_id = _account_id(db, prior.account)
+            if prior.amount_cents == -ask.cost_cents and prior_id is not None:
+                bal = jr.effective_balance(db, prior_id)
+                return ledger.Outcome(ask.txn_id, "duplicate", prior.amount_cents, bal), prior_id
+            return ledger.Outcome(
+                ask.txn_id,
+                "conflict",
+                -ask.cost_cents,
+                reason="txn_id already used for a different account or amount",
+            ), None
+        offline = self.offline(db)
+        policies = get_policies(db)
+        user = ask.user if ask.user is not None and not ask.user.disabled else None
+        named = acc.get_shared_account(db, ask.account) if ask.account is not None else None
+        question = off.Ask(
+            username=ask.username,
+            cost_cents=ask.cost_cents,
+            enforcement=ask.enforcement,
+            user_known=user is not None,
+            named_account=ask.account,
+            named_allowed=named is not None and ask.username in named.members,
+        )
+        target = off.target_of(question, policies, offline=offline)
+        account_id: int | None = None
+        if target.allowed:
+            if target.shared_account is None:
+                account_id = user.account_id if user is not None else None
+            else:
+                shared = acc.get_shared_account(db, target.shared_account)
+                account_id = shared.account_id if shared is not None else None
+        states: dict[str | None, AccountState] = {}
+        if account_id is not None:
+            states[target.shared_account] = _state(db, account_id)
+        caps = off.NO_CAPS
+        if offline and (
+            self.limits.max_offline_spend_per_user_cents is not None
+            or self.limits.max_offline_spend_site_cents is not None
+        ):
+            spend = jr.offline_spend(db)
+            caps = off.Caps(
+                self.limits.max_offline_spend_per_user_cents,
+                self.limits.max_offline_spend_site_cents,
+                jr.offline_spent_by(db, ask.username),
+                spend.site_cents,
+            )
+        decision = off.decide(question, policies, states, offline=offline, caps=caps)
+        balance = states[target.shared_account].balance_cents if account_id is not None else None
+        if not decision.allowed or account_id is None:
+            out = ledger.Outcome(ask.txn_id, "denied", -ask.cost_cents, balance, reason=decision.reason)
+            return out, account_id
+        assert balance is not None
+        label = jr.label_of(db, account_id)
+        assert label is not None
+        flags = decision.flags
+        by = jr.by_flag(ask.username)
+        if offline and by is not None:
+            flags = (*flags, by)
+        jr.append(
+            db,
+            txn_id=ask.txn_id,
+            account=label,
+            amount_cents=-ask.cost_cents,
+            kind=ask.kind,
+            enforcement=decision.enforcement.value,
+            occurred_at=ask.occurred_at,
+            flags=flags,
+            ref=ask.ref,
+        )
+        return ledger.Outcome(ask.txn_id, "applied", -ask.cost_cents, balance - ask.cost_cents), account_id
 
     def charge(self, db: sqlite_utils.Database, entry: ledger.Entry) -> ledger.Outcome:
         label = jr.label_of(db, entry.account_id)
@@ -162,7 +264,31 @@ class JournalCharging(Charging):
         return stored if found is None else found
 
     def mode(self, db: sqlite_utils.Database) -> str:
-        return mode_of(read_state(db))
+        mode = mode_of(read_state(db))
+        return "offline" if mode == "online" and self._missed.is_set() else mode
+
+    def _missed_budget(self, txn_ids: Sequence[str]) -> None:
+        """No verdict in the budget: offline for this request (and the next, until an upload is
+        answered). Entries decided by the online rule are marked so (`offline`, `budget:missed`)."""
+        self._missed.set()
+        self.pusher.wake.set()
+        if self.on_push_missed is not None:
+            try:
+                self.on_push_missed()
+            except Exception:
+                log.exception("on_push_missed failed")
+
+        def mark(db: sqlite_utils.Database) -> None:
+            for r in jr.rows(db, txn_ids):
+                if r.status == "pending" and off.OFFLINE not in r.flags:
+                    flags = [*r.flags, off.OFFLINE, "budget:missed"]
+                    db.execute(
+                        "UPDATE journal SET flags = ? WHERE txn_id = ? AND status = 'pending'",
+                        [json.dumps(flags), r.txn_id],
+                    )
+
+        with contextlib.suppress(RuntimeError):  # the database is closed: the site is stopping
+            self.db.write_sync(mark)
 
     async def confirm(self, txn_ids: Sequence[str]) -> dict[str, jr.Verdict]:
         rows = await self.db.read(lambda d: [r for r in jr.rows(d, txn_ids) if r.status == "pending"])
@@ -174,9 +300,26 @@ class JournalCharging(Charging):
         except TimeoutError:
             # No verdict in the budget: the entries stay pending, the local decision stands.
             # The push finishes on its thread and records whatever answer it gets.
-            self.pusher.wake.set()
+            found = None
+        if found is None:
+            await asyncio.to_thread(self._missed_budget, [r.txn_id for r in rows])
             return {}
-        return found or {}
+        return found
+
+
+def _account_id(db: sqlite_utils.Database, label: str) -> int | None:
+    prefix, _, name = label.partition(":")
+    kind = "personal" if prefix == "user" else "shared"
+    row = db.execute("SELECT id FROM accounts WHERE kind = ? AND name = ?", [kind, name]).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _state(db: sqlite_utils.Database, account_id: int) -> AccountState:
+    balance = jr.effective_balance(db, account_id)
+    restricted, overdraft = db.execute(
+        "SELECT restricted, overdraft_cents FROM accounts WHERE id = ?", [account_id]
+    ).fetchone()
+    return AccountState(balance or 0, bool(restricted), int(overdraft))
 
 
 def recover_releasing(db: sqlite_utils.Database) -> int:

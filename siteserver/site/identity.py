@@ -2,11 +2,12 @@
 
     site.key         the Ed25519 private key, PEM PKCS8, mode 0600 (made once, never overwritten)
     site.pub         the public key, base64url of its raw 32 bytes (what the primary stores)
-    secrets          the primary's hashing pepper (hex), mode 0600: verifies mirrored Argon2 hashes
-                     and computes card hashes offline
+    secrets          mode 0600: line 1 the primary's hashing pepper (hex), which verifies mirrored
+                     Argon2 hashes and computes card hashes offline; line 2 (absent in files
+                     written before it existed) the primary's health key, for the WAN monitor
     enrollment.json  {site_id, primary, enrolled_at}: which primary URL accepted the enrollment
 
-Neither the enrollment token nor the pepper is ever printed or logged.
+Neither the enrollment token, the pepper nor the health key is ever printed or logged.
 """
 
 from __future__ import annotations
@@ -72,13 +73,24 @@ class Identity:
     def load_key(self) -> Ed25519PrivateKey:
         return signing.load_private_key(self.key_path)
 
-    def save_enrollment(self, *, site_id: str, primary: str, pepper_hex: str) -> None:
-        _replace_file(self.secrets_path, pepper_hex + "\n", mode=0o600)
+    def save_enrollment(
+        self, *, site_id: str, primary: str, pepper_hex: str, health_key: str | None = None
+    ) -> None:
+        content = pepper_hex + "\n" + (health_key + "\n" if health_key else "")
+        _replace_file(self.secrets_path, content, mode=0o600)
         record = {"site_id": site_id, "primary": primary, "enrolled_at": now_iso()}
         _replace_file(self.enrollment_path, json.dumps(record, indent=2) + "\n", mode=0o644)
 
+    def _secret_lines(self) -> list[str]:
+        return [line.strip() for line in self.secrets_path.read_text().splitlines() if line.strip()]
+
     def load_pepper(self) -> bytes:
-        return bytes.fromhex(self.secrets_path.read_text().strip())
+        return bytes.fromhex(self._secret_lines()[0])
+
+    def load_health_key(self) -> str | None:
+        """The primary's health key; None for a site enrolled before enrollment handed it out."""
+        lines = self._secret_lines()
+        return lines[1] if len(lines) > 1 else None
 
 
 def _replace_file(path: Path, content: str, *, mode: int) -> None:
@@ -120,11 +132,20 @@ def enroll(config: SiteConfig, token: str) -> str:
         if r.status_code != 200:
             raise EnrollmentError(f"the primary at {url} refused the enrollment: {_error_of(r)}")
         try:
-            pepper_hex = str(r.json()["pepper"])
+            answer = r.json()
+            pepper_hex = str(answer["pepper"])
             bytes.fromhex(pepper_hex)
+            health_key = answer.get("health_key")
+            if health_key is not None and (not isinstance(health_key, str) or not health_key.strip()):
+                raise ValueError("health_key")
         except (ValueError, KeyError, TypeError) as e:
             raise EnrollmentError(f"the primary at {url} answered the enrollment unexpectedly") from e
-        identity.save_enrollment(site_id=config.site_id, primary=url, pepper_hex=pepper_hex)
+        identity.save_enrollment(
+            site_id=config.site_id,
+            primary=url,
+            pepper_hex=pepper_hex,
+            health_key=health_key.strip() if health_key else None,
+        )
         return url
     raise EnrollmentError(f"no primary reachable: {', '.join(unreachable)}")
 

@@ -227,7 +227,8 @@ class Endpoint:
 
 @dataclass
 class Endpoints:
-    """The configured primary URLs; the active one is used until it fails, then the next."""
+    """The configured primary URLs; the active one is used until it fails, then the next. The WAN
+    monitor (siteserver.site.monitor) probes every one and moves `index` to the active member."""
 
     items: list[Endpoint]
     index: int = 0
@@ -258,6 +259,25 @@ class Endpoints:
             ep.state = "passive" if status == 503 else "down"
             if self.items[self.index] is ep:
                 self.index = (self.index + 1) % len(self.items)
+
+    def probed(self, ep: Endpoint, state: str) -> None:
+        """The WAN monitor's verdict on one endpoint: active, passive or down."""
+        with self.lock:
+            ep.state = state
+            if state == "active":
+                ep.last_ok_at = now_iso()
+
+    def follow_active(self) -> Endpoint | None:
+        """Point the mirror and the pusher at an active member when the current one is not;
+        returns the endpoint switched to, or None when nothing changed."""
+        with self.lock:
+            if self.items[self.index].state == "active":
+                return None
+            for i, e in enumerate(self.items):
+                if e.state == "active":
+                    self.index = i
+                    return e
+            return None
 
     def view(self) -> dict[str, Any]:
         with self.lock:

@@ -168,3 +168,58 @@ def record(
             " attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ? AND status = 'pending'",
             [v.status, v.seq, v.balance_cents, v.reason, now, txn_id],
         )
+
+
+# -- offline spend (bounded exposure, docs/offline.md) ---------------------------------------
+
+_OFFLINE_PENDING = (
+    "j.status = 'pending' AND j.amount_cents < 0"
+    " AND EXISTS (SELECT 1 FROM json_each(j.flags) WHERE json_each.value = 'offline')"
+)
+
+
+def by_flag(username: str) -> str | None:
+    """The flag naming who spent an offline charge (None when it would not fit in a flag)."""
+    flag = f"by:{username}"
+    return flag if len(flag) <= 64 else None
+
+
+def offline_spent_by(db: sqlite_utils.Database, username: str) -> int:
+    """Cents `username` has spent offline that the primary has not yet seen (>= 0): pending
+    entries flagged `offline` charged to the user's account or flagged `by:<username>`."""
+    flag = by_flag(username) or ""
+    row = db.execute(
+        f"SELECT COALESCE(-SUM(j.amount_cents), 0) FROM journal j WHERE {_OFFLINE_PENDING}"
+        " AND (j.account = ? OR EXISTS (SELECT 1 FROM json_each(j.flags) WHERE json_each.value = ?))",
+        [account_label("user", username), flag],
+    ).fetchone()
+    return int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineSpend:
+    site_cents: int
+    top_user: str | None
+    top_user_cents: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "site_cents": self.site_cents,
+            "top_user": {"username": self.top_user, "cents": self.top_user_cents} if self.top_user else None,
+        }
+
+
+def offline_spend(db: sqlite_utils.Database) -> OfflineSpend:
+    """The site's offline spend not yet merged (the exposure the caps bound): the total, and the
+    user who spent most, by the `by:<username>` flag every offline charge carries."""
+    (site,) = db.execute(
+        f"SELECT COALESCE(-SUM(j.amount_cents), 0) FROM journal j WHERE {_OFFLINE_PENDING}"
+    ).fetchone()
+    top = db.execute(
+        "SELECT substr(f.value, 4) AS who, -SUM(j.amount_cents) AS spent"
+        f" FROM journal j, json_each(j.flags) f WHERE {_OFFLINE_PENDING} AND f.value LIKE 'by:%'"
+        " GROUP BY who ORDER BY spent DESC, who LIMIT 1"
+    ).fetchone()
+    if top is None:
+        return OfflineSpend(int(site), None, 0)
+    return OfflineSpend(int(site), str(top[0]), int(top[1]))

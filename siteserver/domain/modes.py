@@ -1,0 +1,95 @@
+"""The site's mode machine (DESIGN.md invariant 5: no flapping), pure: no clock, no I/O.
+
+States: `online`, `offline`, `reconciling`. Inputs, one at a time:
+
+- `round(any_active)`: one WAN probe round; good when any primary endpoint answered active.
+- `push_missed()`: a journal push missed its request budget. It counts as one failed round, so it
+  speeds detection up; it never replaces the threshold.
+- `drained()`: the journal has no pending entries.
+
+Rules (N = `offline_after_failures`, M = `online_after_successes`):
+
+- online → offline after N consecutive failed rounds.
+- offline → reconciling after M consecutive good rounds (a failed round starts the count again).
+- reconciling → online on `drained()`, provided the latest round was good.
+- reconciling → offline after N consecutive failed rounds, the same threshold as online: a single
+  bad round while reconciling does not throw the site back offline.
+
+Every input returns the `Transition` it caused, or None. Counters start from zero after a
+transition and after a restart (the mode itself is kept by the caller).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ONLINE = "online"
+OFFLINE = "offline"
+RECONCILING = "reconciling"
+MODES = (ONLINE, OFFLINE, RECONCILING)
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: str
+    new: str
+    cause: str
+
+
+@dataclass
+class ModeMachine:
+    offline_after_failures: int
+    online_after_successes: int
+    mode: str = ONLINE
+    failures: int = 0  # consecutive failed rounds (online, reconciling)
+    successes: int = 0  # consecutive good rounds (offline)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}")
+        if self.offline_after_failures < 1 or self.online_after_successes < 1:
+            raise ValueError("thresholds must be at least 1")
+
+    def _go(self, new: str, cause: str) -> Transition:
+        t = Transition(self.mode, new, cause)
+        self.mode = new
+        self.failures = 0
+        self.successes = 0
+        return t
+
+    def _failed(self, what: str) -> Transition | None:
+        self.successes = 0
+        if self.mode == OFFLINE:
+            return None
+        self.failures += 1
+        if self.failures >= self.offline_after_failures:
+            return self._go(
+                OFFLINE, f"{self.failures} consecutive failed rounds (last: {what}) while {self.mode}"
+            )
+        return None
+
+    def round(self, any_active: bool) -> Transition | None:
+        """One probe round: good when some endpoint answered active."""
+        if not any_active:
+            return self._failed("no primary endpoint active")
+        self.failures = 0
+        if self.mode == OFFLINE:
+            self.successes += 1
+            if self.successes >= self.online_after_successes:
+                return self._go(
+                    RECONCILING, f"{self.successes} consecutive rounds with an active primary endpoint"
+                )
+        return None
+
+    def push_missed(self) -> Transition | None:
+        """A journal push missed its budget: counts as one failed round."""
+        return self._failed("a journal push missed its budget")
+
+    def drained(self) -> Transition | None:
+        """The journal has no pending entries: reconciling hands back to online."""
+        if self.mode == RECONCILING and self.failures == 0:
+            return self._go(ONLINE, "journal drained: no pending entries")
+        return None
+
+
+__all__ = ["MODES", "OFFLINE", "ONLINE", "RECONCILING", "ModeMachine", "Transition"]
