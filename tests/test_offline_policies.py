@@ -276,6 +276,11 @@ def test_offline_spend_caps(primary: Primary, tmp_path: Path, monkeypatch: pytes
         r = usage(branch, dan, 10)  # a fact: recorded, flagged
         assert r.status_code == 200, r.text
         assert "cap:exceeded" in entry(branch, txn_id=json.loads(r.request.content)["txn_id"])["flags"]
+        with branch.admin() as c:
+            exposure = c.get("/api/admin/v1/status").json()["offline_exposure"]
+        assert exposure["per_user_cap_cents"] == 150 and exposure["site_cap_cents"] is None
+        assert exposure["top_user"]["username"] == "dan"
+        assert exposure["site_cents"] == exposure["top_user"]["cents"] > 100, exposure
     finally:
         branch.process.stop()
 

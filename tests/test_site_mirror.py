@@ -376,7 +376,16 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: dict[str, Any]) 
         st = httpx.get(site.url + "/api/admin/v1/status", headers=admin, timeout=5)
         assert st.status_code == 200, st.text
         body = st.json()
-        assert set(body) == {"site_id", "mode", "since", "primary", "sync", "journal", "outages"}
+        assert set(body) == {
+            "site_id",
+            "mode",
+            "since",
+            "primary",
+            "sync",
+            "journal",
+            "outages",
+            "offline_exposure",
+        }
         assert body["site_id"] == SITE and body["mode"] == "online" and body["since"]
         assert body["primary"]["active"] == primary.url
         assert body["primary"]["endpoints"] == [

@@ -57,6 +57,20 @@ class OutageOut(BaseModel):
     offline_transactions: int
 
 
+class TopSpenderOut(BaseModel):
+    username: str
+    cents: int
+
+
+class OfflineExposureOut(BaseModel):
+    """Offline charges not yet merged against the optional caps (null: no cap)."""
+
+    site_cents: int
+    top_user: TopSpenderOut | None
+    site_cap_cents: int | None
+    per_user_cap_cents: int | None
+
+
 class SiteStatusOut(BaseModel):
     site_id: str
     mode: str
@@ -65,6 +79,7 @@ class SiteStatusOut(BaseModel):
     sync: SyncOut
     journal: JournalOut
     outages: list[OutageOut]
+    offline_exposure: OfflineExposureOut
 
 
 class PullOut(BaseModel):
@@ -88,7 +103,8 @@ async def status(_: Admin, request: Request) -> Any:
     """Mode, primary endpoints, sync cursor and lag, journal backlog and outages."""
     site = request.app.state.site
     view = site.endpoints.view()
-    return await site.db.read(lambda d: site_status(d, site.config.site_id, view))
+    caps = site.config.offline
+    return await site.db.read(lambda d: site_status(d, site.config.site_id, view, caps))
 
 
 @router.post("/sync", response_model=PullOut, responses=_ERRORS)

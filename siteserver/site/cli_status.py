@@ -46,6 +46,13 @@ def render(s: dict[str, Any]) -> str:
     lines.append(f"last sync   {sync['last_sync_at'] or 'never'}  (lag {lag}, cursor {cursor})")
     j = s["journal"]
     lines.append(f"journal     pending {j['pending']}, merged {j['merged']}, rejected {j['rejected']}")
+    x = s.get("offline_exposure")
+    if x is not None:
+        cap = x["site_cap_cents"]
+        top = x["top_user"]
+        who = f"; most by {top['username']} ({top['cents']} c)" if top else ""
+        limit = f" of {cap} c site cap" if cap is not None else " (no site cap)"
+        lines.append(f"offline     {x['site_cents']} c not yet merged{limit}{who}")
     if s["outages"]:
         lines.append("outages")
         for o in s["outages"]:

@@ -6,6 +6,8 @@ from typing import Any
 
 import sqlite_utils
 
+from siteserver.config import Offline
+from siteserver.store import journal
 from siteserver.timeutil import now_iso, parse_iso, utcnow
 
 from .mirror import read_state
@@ -46,7 +48,19 @@ def outages(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return found
 
 
-def site_status(db: sqlite_utils.Database, site_id: str, primary: dict[str, Any]) -> dict[str, Any]:
+def offline_exposure(db: sqlite_utils.Database, caps: Offline) -> dict[str, Any]:
+    """How close the site is to its offline caps: offline charges not yet merged, and the limits."""
+    spend = journal.offline_spend(db).public()
+    return {
+        **spend,
+        "site_cap_cents": caps.max_offline_spend_site_cents,
+        "per_user_cap_cents": caps.max_offline_spend_per_user_cents,
+    }
+
+
+def site_status(
+    db: sqlite_utils.Database, site_id: str, primary: dict[str, Any], caps: Offline | None = None
+) -> dict[str, Any]:
     state = read_state(db)
     last = state.get("last_sync_at")
     lag = round((utcnow() - parse_iso(last)).total_seconds(), 3) if last else None
@@ -63,4 +77,5 @@ def site_status(db: sqlite_utils.Database, site_id: str, primary: dict[str, Any]
         },
         "journal": journal_counts(db),
         "outages": outages(db),
+        "offline_exposure": offline_exposure(db, caps or Offline()),
     }
