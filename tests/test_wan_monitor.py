@@ -8,6 +8,7 @@ import contextlib
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,14 @@ def test_primary_killed_site_goes_offline_and_comes_back(tmp_path: Path) -> None
             lambda: site_status(b)["primary"]["endpoints"][0]["state"] == "active", 10, "probed active"
         )
         assert site_mode(b) == "online"
+        with primary.admin() as c:
+            c.post(
+                "/api/admin/v1/users",
+                json={"username": "olive", "card_numbers": ["C-olive"], "balance_cents": 500},
+            ).raise_for_status()
+        eventually(
+            lambda: bool(b.query("SELECT 1 FROM users WHERE username = 'olive'")), 10, "olive mirrored"
+        )
 
         t0 = time.monotonic()
         primary.process.kill()
@@ -87,7 +96,18 @@ def test_primary_killed_site_goes_offline_and_comes_back(tmp_path: Path) -> None
         assert dict(b.query("SELECT key, value FROM sync_state"))["mode"] == "offline"
         assert t0  # measured from the kill above
 
-        # The site dies while offline and comes back offline, its history intact.
+        # A copy while offline: answered, and durable in the journal before the answer.
+        txn = str(uuid.uuid4())
+        with b.client(b.mono_device) as dev:
+            session = dev.post("/api/device/v1/login", json={"card_number": "C-olive"}).json()
+            assert session["mode"] == "offline", session
+            r = dev.post(
+                f"/api/device/v1/sessions/{session['session_id']}/usage",
+                json={"txn_id": txn, "kind": "copy", "pages": 3, "color": False},
+            )
+            assert r.status_code == 200 and r.json()["mode"] == "offline", r.text
+
+        # The site dies while offline and comes back offline, its history and journal intact.
         b.process.kill()
         restart_site(b, tmp_path)
         processes.append(b.process)
@@ -95,6 +115,7 @@ def test_primary_killed_site_goes_offline_and_comes_back(tmp_path: Path) -> None
         s2 = site_status(b)
         assert s2["since"] == s["since"] and s2["outages"][0]["started_at"] == s["outages"][0]["started_at"]
         assert s2["outages"][0]["ended_at"] is None
+        assert b.query("SELECT status FROM journal WHERE txn_id = ?", (txn,)) == [("pending",)]
 
         # The primary comes back on the same database and port.
         t1 = time.monotonic()
@@ -119,7 +140,12 @@ def test_primary_killed_site_goes_offline_and_comes_back(tmp_path: Path) -> None
         assert s3["primary"]["active"] == primary.url
         [outage] = s3["outages"]
         assert outage["started_at"] == s["since"] and outage["ended_at"] == s3["since"]
-        assert outage["offline_transactions"] == 0
+        assert outage["offline_transactions"] == 1
+        # Merged exactly once, under the site's txn_id.
+        assert b.query("SELECT status FROM journal WHERE txn_id = ?", (txn,)) == [("applied",)]
+        with again.admin() as c:
+            txns = c.get("/api/admin/v1/transactions", params={"origin_site": "branch-01"}).json()
+        assert [t["txn_id"] for t in txns["transactions"]].count(txn) == 1
     finally:
         for p in reversed(processes):
             with contextlib.suppress(Exception):
