@@ -291,8 +291,15 @@ class JournalCharging(Charging):
             self.db.write_sync(mark)
 
     async def confirm(self, txn_ids: Sequence[str]) -> dict[str, jr.Verdict]:
-        rows = await self.db.read(lambda d: [r for r in jr.rows(d, txn_ids) if r.status == "pending"])
+        rows, mode = await self.db.read(
+            lambda d: ([r for r in jr.rows(d, txn_ids) if r.status == "pending"], mode_of(read_state(d)))
+        )
         if not rows:
+            return {}
+        if mode == "offline":
+            # The WAN monitor already knows no primary answers: spending the budget on a push that
+            # cannot be answered would only slow the branch down. Same path, the push deferred:
+            # the entries stay pending; the pusher merges them once the monitor sees the link back.
             return {}
         budget = self.budget_secs
         try:
