@@ -123,9 +123,18 @@ class SiteHandle:
         return self.data_dir / "site.db"
 
 
-def make_site(primary: PrimaryHandle, root: Path, *, sync: dict[str, Any] | None = None) -> SiteHandle:
+def make_site(
+    primary: PrimaryHandle,
+    root: Path,
+    *,
+    sync: dict[str, Any] | None = None,
+    wan: dict[str, Any] | None = None,
+    primary_urls: list[str] | None = None,
+) -> SiteHandle:
     """Create the site through the primary's admin API, write its config and enroll it with the CLI
-    (`siteserver site enroll`). The site process is not started: `site.process.start()`."""
+    (`siteserver site enroll`). The site process is not started: `site.process.start()`.
+    `primary_urls` (default: the primary's own URL) is the site's `primary` list, e.g. a fault
+    proxy in front of it; `wan` becomes the `[wan]` section."""
     with primary.admin() as c:
         token = ok(c.post("/api/admin/v1/sites", json={"site_id": SITE_ID, "name": "Bench site"}))[
             "enrollment_token"
@@ -137,13 +146,15 @@ def make_site(primary: PrimaryHandle, root: Path, *, sync: dict[str, Any] | None
         "site_id": SITE_ID,
         "data_dir": str(root / "site"),
         "listen": f"127.0.0.1:{port}",
-        "primary": [primary.url],
+        "primary": primary_urls or [primary.url],
         "admin_token": admin_token,
         "access_log": False,
         "log_level": "warning",
     }
     if sync:
         values["sync"] = sync
+    if wan:
+        values["wan"] = wan
     cfg = write_config(root / "site.toml", values)
     done = subprocess.run(
         [sys.executable, "-m", "siteserver", "site", "enroll", "--config", str(cfg), "--token", token],

@@ -1,0 +1,342 @@
+"""A site losing its WAN: how fast it notices, and how fast it charges while cut off.
+
+It starts a primary, the project's fault proxy in front of it (siteserver.faultproxy) and an
+enrolled site whose only `primary` URL is the proxy, with `[wan]` probe_interval_secs 1.0,
+offline_after_failures 3 (the contract's defaults) and request_budget_ms 800. Three parts, all in
+one run (pick with --parts):
+
+  detect  After a random pause of 0..probe_interval (so the fault lands at a random point of the
+          probe cycle), the proxy is switched to blackhole, then the site's health
+          (`GET /api/health/site-server/status`) is polled every 20 ms until it says offline; the
+          proxy goes back to pass and the script waits until the site is online again. --rounds
+          times, then the same with refuse. Median and max against the bound
+          probe_interval x offline_after_failures + 1 s.
+  charge  wrk -t2 -c32 for --duration s against the SITE: card login (bench/login.lua) and copy
+          charging (bench/usage.lua: POST /api/device/v1/sessions/{session}/usage, a fresh
+          txn_id per request, one session), first online (proxy pass), then offline (proxy
+          blackholed, the site says offline), next to bench/bare_app.py on the same stack.
+  sqlite  Bare SQLite single-row commits (INSERT + COMMIT, WAL, synchronous=FULL) on a fresh file
+          in the same directory as site.db for --sqlite-secs, and the ratio of offline copy
+          charges/s to it (needs `charge` in the same run for the ratio).
+
+Everything it starts is stopped at the end, also on errors and Ctrl-C.
+
+    python bench/wan_outage.py [--parts detect charge sqlite] [--rounds 10] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+    SiteHandle,
+    cpu_seconds,
+    log_errors,
+    make_site,
+    ok,
+    start_primary,
+    wait_bootstrapped,
+)
+from primary_login import LOGIN_PATH, BareProcess, WrkResult  # type: ignore[import-not-found]
+from site_login import seed, wait_mirrored  # type: ignore[import-not-found]
+
+from siteserver.faultproxy import FaultProxyProcess
+from siteserver.launch import free_port
+
+BENCH = Path(__file__).resolve().parent
+PROBE_INTERVAL = 1.0
+OFFLINE_AFTER = 3
+BUDGET_MS = 800
+BOUND_S = PROBE_INTERVAL * OFFLINE_AFTER + 1.0
+HEALTH = "/api/health/site-server/status"
+USERS = 1000
+
+
+def site_mode(client: httpx.Client, url: str) -> str | None:
+    try:
+        return str(client.get(url + HEALTH, timeout=2).json()["mode"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+def wait_mode(client: httpx.Client, site: SiteHandle, want: str, timeout: float, poll: float = 0.02) -> float:
+    """Poll the site's health every `poll` s until it says `want`; time.monotonic() then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if site_mode(client, site.url) == want:
+            return time.monotonic()
+        proc = site.process.proc
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"site exited with {proc.returncode}: {site.process.log_tail()}")
+        time.sleep(poll)
+    raise TimeoutError(f"the site did not say {want!r} within {timeout:g} s")
+
+
+def detect(
+    site: SiteHandle, proxy: FaultProxyProcess, rounds: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """{fault: (seconds to offline, seconds from pass back to online)} over `rounds` rounds each."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    rng = random.Random(1)
+    with httpx.Client() as c:
+        wait_mode(c, site, "online", 60)
+        for fault in ("blackhole", "refuse"):
+            down: list[float] = []
+            up: list[float] = []
+            for i in range(rounds):
+                # A random phase against the probe rounds: right after "online" was seen, a round
+                # has just ended, and faulting at once would always hit the same point of the cycle.
+                time.sleep(rng.uniform(0, PROBE_INTERVAL))
+                proxy.set(fault)
+                t0 = time.monotonic()
+                down.append(wait_mode(c, site, "offline", 30) - t0)
+                proxy.set("pass")
+                t1 = time.monotonic()
+                up.append(wait_mode(c, site, "online", 60) - t1)
+                print(
+                    f"  {fault} round {i + 1}/{rounds}: offline after {down[-1]:.2f} s, "
+                    f"online again {up[-1]:.2f} s after pass",
+                    flush=True,
+                )
+            out[fault] = (down, up)
+    return out
+
+
+def run_wrk(
+    url: str, lua: Path, args: list[str], *, threads: int, connections: int, duration: int, pid: int
+) -> WrkResult:
+    """wrk with one of the BENCH-JSON Lua scripts (bench/login.lua, bench/usage.lua)."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua)]
+    cmd += [url, "--", *args]
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    cpu1, t1 = cpu_seconds(pid), time.perf_counter()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"no BENCH-JSON line in wrk's output:\n{proc.stdout}\n{proc.stderr}")
+    d = json.loads(line.removeprefix("BENCH-JSON "))
+    n = d["requests"]
+    return WrkResult(
+        rps=n / (d["duration_us"] / 1e6),
+        requests=n,
+        p50_ms=d["p50_us"] / 1000,
+        p90_ms=d["p90_us"] / 1000,
+        p99_ms=d["p99_us"] / 1000,
+        max_ms=d["max_us"] / 1000,
+        non2xx=d["status_errors"],
+        socket_errors=d["connect_errors"] + d["read_errors"] + d["write_errors"] + d["timeouts"],
+        cpu_per_req_us=1e6 * (cpu1 - cpu0) / n if n else float("nan"),
+        server_cpu_pct=100 * (cpu1 - cpu0) / (t1 - t0),
+        raw=proc.stdout,
+    )
+
+
+def bare_sqlite(directory: Path, seconds: float) -> tuple[float, int]:
+    """Single-row INSERT + COMMIT in a loop, WAL, synchronous=FULL, fresh file; (commits/s, commits)."""
+    path = directory / "bare-commits.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, txn_id TEXT NOT NULL, cents INTEGER NOT NULL)")
+        n = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t (txn_id, cents) VALUES (?, ?)", (f"txn-{n:012d}", 5))
+            conn.execute("COMMIT")
+            n += 1
+        secs = time.perf_counter() - t0
+    finally:
+        conn.close()
+    return n / secs, n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--parts", nargs="+", choices=("detect", "charge", "sqlite"), default=["detect", "charge", "sqlite"]
+    )
+    ap.add_argument("--rounds", type=int, default=10, help="outages per fault (detect)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds of wrk load per run (charge)")
+    ap.add_argument("--warmup", type=int, default=1, help="seconds of wrk load before each run (0: none)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--sqlite-secs", type=float, default=5, help="seconds of bare SQLite commits")
+    ap.add_argument("--show-wrk", action="store_true", help="print wrk's own report too")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, databases)")
+    args = ap.parse_args(argv)
+    parts = set(args.parts)
+    if "charge" in parts and shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 1
+
+    root = Path(tempfile.mkdtemp(prefix="bench-wan-outage-"))
+    print(f"wan_outage: files in {root}", flush=True)
+    primary = site = proxy = None
+    bare = BareProcess(0, root / "bare.log")
+    failures: list[str] = []
+    detected: dict[str, tuple[list[float], list[float]]] = {}
+    results: dict[str, WrkResult] = {}
+    sqlite_rate: tuple[float, int] | None = None
+    try:
+        primary = start_primary(root)
+        token = seed(primary, USERS)
+        # A balance no run can use up (copies are 5 cents): nothing is refused for money.
+        with primary.admin() as c:
+            ok(
+                c.post(
+                    "/api/admin/v1/users",
+                    json={"username": "copier", "card_numbers": ["C-COPIER"], "balance_cents": 10**9},
+                )
+            )
+        proxy = FaultProxyProcess.in_front_of(primary.url).start()
+        wan = {
+            "probe_interval_secs": PROBE_INTERVAL,
+            "offline_after_failures": OFFLINE_AFTER,
+            "request_budget_ms": BUDGET_MS,
+        }
+        site = make_site(primary, root, wan=wan, primary_urls=[proxy.url])
+        site.process.start()
+        if "charge" in parts:
+            bare.port = free_port()
+            bare.start()
+        site.process.wait_listening(timeout=60)
+        wait_bootstrapped(site, 120)
+        wait_mirrored(site, USERS + 1)
+        assert site.process.proc is not None
+        site_pid = site.process.proc.pid
+
+        if "detect" in parts:
+            print(f"detection: {args.rounds} rounds each of blackhole and refuse", flush=True)
+            detected = detect(site, proxy, args.rounds)
+
+        if "charge" in parts:
+            bare.wait_listening()
+            assert bare.proc is not None
+            auth = {"Authorization": f"Bearer {token}"}
+            with httpx.Client() as c:
+                wait_mode(c, site, "online", 60)
+                session = ok(c.post(site.url + LOGIN_PATH, json={"card_number": "C-COPIER"}, headers=auth))[
+                    "session_id"
+                ]
+            login_lua, usage_lua = BENCH / "login.lua", BENCH / "usage.lua"
+            usage_path = f"/api/device/v1/sessions/{session}/usage"
+            kw = {"threads": args.threads, "connections": args.connections}
+
+            def measure(name: str, url: str, lua: Path, wrk_args: list[str], pid: int) -> None:
+                if args.warmup > 0:
+                    run_wrk(url, lua, wrk_args, duration=args.warmup, pid=pid, **kw)
+                print(f"  wrk -t{args.threads} -c{args.connections} -d{args.duration}s: {name} …", flush=True)
+                r = run_wrk(url, lua, wrk_args, duration=args.duration, pid=pid, **kw)
+                results[name] = r
+                if args.show_wrk:
+                    print(r.raw)
+                if r.non2xx or r.socket_errors:
+                    failures.append(f"{name}: {r.non2xx} non-2xx answers, {r.socket_errors} socket errors")
+
+            measure("bare login", bare.url + LOGIN_PATH, login_lua, [token, str(USERS)], bare.proc.pid)
+            measure("bare usage", bare.url + usage_path, usage_lua, [token], bare.proc.pid)
+            proxy.set("pass")
+            measure("online login", site.url + LOGIN_PATH, login_lua, [token, str(USERS)], site_pid)
+            measure("online copy", site.url + usage_path, usage_lua, [token], site_pid)
+            proxy.set("blackhole")
+            with httpx.Client() as c:
+                wait_mode(c, site, "offline", 30)
+            measure("offline login", site.url + LOGIN_PATH, login_lua, [token, str(USERS)], site_pid)
+            measure("offline copy", site.url + usage_path, usage_lua, [token], site_pid)
+            with httpx.Client() as c:
+                if site_mode(c, site.url) != "offline":
+                    failures.append("the site was not offline at the end of the offline runs")
+
+        if "sqlite" in parts:
+            print(f"bare SQLite single-row commits for {args.sqlite_secs:g} s …", flush=True)
+            sqlite_rate = bare_sqlite(site.data_dir, args.sqlite_secs)
+
+        for name, proc in (("site", site.process.proc), ("bare app", bare.proc)):
+            if proc is not None and proc.poll() is not None:
+                failures.append(f"{name} exited during the run with {proc.returncode}")
+    finally:
+        bare.stop()
+        if site is not None:
+            site.process.stop()
+            log_errors(site.process, "site")
+        if proxy is not None:
+            proxy.stop()
+        if primary is not None:
+            primary.process.stop()
+            log_errors(primary.process, "primary")
+        if args.keep:
+            print(f"kept {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    print()
+    if detected:
+        print(
+            f"detection ([wan] probe_interval_secs {PROBE_INTERVAL:g}, offline_after_failures "
+            f"{OFFLINE_AFTER}, request_budget_ms {BUDGET_MS}; health polled every 20 ms; seconds):"
+        )
+        print(
+            f"{'fault':<11}{'rounds':>7}{'offline p50':>13}{'max':>7}{'bound':>7}{'online p50':>12}{'max':>7}"
+        )
+        for fault, (down, up) in detected.items():
+            print(
+                f"{fault:<11}{len(down):>7}{statistics.median(down):>13.2f}{max(down):>7.2f}{BOUND_S:>7.1f}"
+                f"{statistics.median(up):>12.2f}{max(up):>7.2f}"
+            )
+            if max(down) > BOUND_S:
+                failures.append(f"{fault}: offline after {max(down):.2f} s, over the {BOUND_S:g} s bound")
+        print(f"bound = probe_interval x offline_after_failures + 1 s = {BOUND_S:g} s")
+        print()
+    if results:
+        print(f"wrk -t{args.threads} -c{args.connections}, {args.duration} s each; latency in ms")
+        print(
+            f"{'':<15}{'req/s':>9}{'p50':>8}{'p99':>8}{'max':>8}{'non-2xx':>9}{'sock err':>9}"
+            f"{'CPU us/req':>11}"
+        )
+        for name, r in results.items():
+            print(
+                f"{name:<15}{r.rps:>9,.0f}{r.p50_ms:>8.2f}{r.p99_ms:>8.2f}{r.max_ms:>8.1f}"
+                f"{r.non2xx:>9}{r.socket_errors:>9}{r.cpu_per_req_us:>11,.0f}"
+            )
+        print(
+            "(online copies are pushed to the primary within the budget: their rate includes the merge path)"
+        )
+        print()
+    if sqlite_rate is not None:
+        rate, n = sqlite_rate
+        print(f"bare SQLite INSERT+COMMIT (WAL, synchronous=FULL): {rate:,.0f} commits/s ({n:,} commits)")
+        if "offline copy" in results:
+            off = results["offline copy"].rps
+            print(f"offline copy charges / bare commits: {off:,.0f} / {rate:,.0f} = {off / rate:.2f}x")
+        print()
+    if failures:
+        print("FAILURES:")
+        for f in failures:
+            print("  " + f)
+        return 1
+    print("no errors")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # everything started was stopped in the finally blocks
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
