@@ -129,8 +129,9 @@ def _ok(r: httpx.Response) -> Any:
     return r.json() if r.content else None
 
 
-def seed(base: str, admin_token: str, users: int) -> str:
-    """A printer, a device at it, and `users` users with one card each; returns the device token."""
+def seed(base: str, admin_token: str, users: int, *, site_id: str = "head-office") -> str:
+    """A printer (at `site_id`), a device at it, and `users` users with one card each; returns the
+    device token. site_login.py seeds a site's printer through this too."""
     with httpx.Client(
         base_url=base,
         headers={"Authorization": f"Bearer {admin_token}"},
@@ -142,7 +143,7 @@ def seed(base: str, admin_token: str, users: int) -> str:
                 "/api/admin/v1/printers",
                 json={
                     "name": "bench-mono",
-                    "site_id": "head-office",
+                    "site_id": site_id,
                     "color": False,
                     "duplex": True,
                     "hold": True,

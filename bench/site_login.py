@@ -21,10 +21,10 @@ import sqlite3
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import primary_login  # type: ignore[import-not-found]
 from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
     SITE_ID,
     PrimaryHandle,
@@ -55,39 +55,7 @@ TARGET_UNLOADED_P99_MS = 5.0
 
 def seed(primary: PrimaryHandle, users: int) -> str:
     """A printer at the site, a device at it and `users` users with one card each; the device token."""
-    with primary.admin(limits=httpx.Limits(max_connections=8)) as c:
-        ok(
-            c.post(
-                "/api/admin/v1/printers",
-                json={
-                    "name": "bench-mono",
-                    "site_id": SITE_ID,
-                    "color": False,
-                    "duplex": True,
-                    "hold": True,
-                    "cost": {"mono_page_cents": 5, "color_page_cents": 5},
-                },
-            )
-        )
-        token = ok(c.post("/api/admin/v1/devices", json={"device_id": "bench-mfd", "printer": "bench-mono"}))
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(
-                pool.map(
-                    lambda i: ok(
-                        c.post(
-                            "/api/admin/v1/users",
-                            json={
-                                "username": f"bench{i:06d}",
-                                "full_name": f"Bench User {i}",
-                                "card_numbers": [card(i)],
-                                "balance_cents": 1000,
-                            },
-                        )
-                    ),
-                    range(1, users + 1),
-                )
-            )
-    return str(token["token"])
+    return str(primary_login.seed(primary.url, primary.admin_token, users, site_id=SITE_ID))
 
 
 def wait_mirrored(site: SiteHandle, users: int, timeout: float = 120) -> None:
