@@ -11,8 +11,6 @@ the ledger, not only the 404s.
 from __future__ import annotations
 
 import json
-import uuid
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +18,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import Primary, start_primary
+from tests.fuzzkit import Jobs, assert_json_4xx, bounded, cap_wait, hold_jobs, steered
 
-# The whole file must stay cheap: ~25 examples per operation, reproducible.
-MAX_EXAMPLES = 25
-# The provider's releases call long-polls for up to `wait` seconds: keep the fuzzer from sleeping.
-MAX_LONG_POLL_SECS = 0.2
 HEALTH = "/api/health/application-server/status"
 PRINTER = "fuzz-printer-1"
 USER = "fuzz-user"  # logs in by card; never the target of admin calls
@@ -41,8 +35,7 @@ class FuzzTarget:
     primary: Primary
     device_token: str  # for the login endpoint and the provider API (it may get locked out)
     session_device_token: str  # logs in only the way the steering does: never locked out
-    held: list[str] = field(default_factory=list)  # held job ids, for steered releases
-    released: list[str] = field(default_factory=list)  # released job ids, for steered "printed"
+    jobs: Jobs = field(default_factory=Jobs)  # what the run created, for steering
 
     def login(self) -> str | None:
         with self.primary.client(self.session_device_token) as c:
@@ -88,22 +81,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
             shared.raise_for_status()
         target = FuzzTarget(p, tokens[0], tokens[1])
         with p.client(target.device_token) as c:  # held jobs for the steered releases
-            for _ in range(6):
-                r = c.post(
-                    "/api/provider/v1/jobs",
-                    json={
-                        "job_id": str(uuid.uuid4()),
-                        "username": USER,
-                        "queue": PRINTER,
-                        "document_name": "seed.pdf",
-                        "pages": 1,
-                        "copies": 1,
-                        "color": False,
-                        "duplex": False,
-                    },
-                )
-                assert r.status_code == 200 and r.json()["action"] == "hold", r.text
-                target.held.append(r.json()["job_id"])
+            target.jobs.held += hold_jobs(c, USER, PRINTER)
         yield target
     finally:
         p.process.stop()
@@ -131,42 +109,21 @@ def _steer(case: Any, t: FuzzTarget) -> str | None:
         if session is not None:
             params["session_id"] = session
             token = t.session_device_token
-            if path.endswith("/release") and body is not None and t.held:
-                body["job_ids"] = [t.held.pop()] if len(t.held) > 1 else t.held[-1:]
+            if path.endswith("/release") and body is not None and t.jobs.held:
+                body["job_ids"] = [t.jobs.held.pop()] if len(t.jobs.held) > 1 else t.jobs.held[-1:]
             if body is not None and "account" in body:
                 body["account"] = SHARED
     elif isinstance(params, dict) and "username" in params:
         params["username"] = ADMIN_TARGET
     elif isinstance(params, dict) and "name" in params:
         params["name"] = SHARED if "shared-accounts" in path else PRINTER
-    elif path == "/api/provider/v1/jobs/{job_id}/printed" and isinstance(params, dict) and t.released:
-        params["job_id"] = t.released[-1]
+    elif path == "/api/provider/v1/jobs/{job_id}/printed" and isinstance(params, dict) and t.jobs.released:
+        params["job_id"] = t.jobs.released[-1]
     elif path == "/api/provider/v1/jobs" and body is not None:
         body.update({"username": USER, "queue": PRINTER})
     elif path == "/api/provider/v1/releases" and isinstance(case.query, dict):
         case.query["printer"] = PRINTER
     return token
-
-
-def _record(case: Any, t: FuzzTarget, response: Any) -> None:
-    if response.status_code != 200:
-        return
-    body = json.loads(response.content)
-    if case.operation.path == "/api/provider/v1/jobs" and body.get("action") == "hold":
-        t.held.append(body["job_id"])
-    if case.operation.path.endswith("/release"):
-        t.released += [r["job_id"] for r in body.get("results", []) if r.get("status") == "released"]
-
-
-def _cap_wait(query: dict[str, Any]) -> None:
-    """The fuzzer may ask for a 120 s long-poll (a valid request): answer it quickly instead."""
-    wait = query.get("wait")
-    try:
-        long = float(wait) > MAX_LONG_POLL_SECS  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return  # not a number: the server says 422
-    if long:
-        query["wait"] = MAX_LONG_POLL_SECS
 
 
 def _token_for(path: str, target: FuzzTarget) -> str | None:
@@ -177,41 +134,23 @@ def _token_for(path: str, target: FuzzTarget) -> str | None:
     return None
 
 
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.filter_too_much,
-        HealthCheck.data_too_large,
-    ],
-)
+@bounded
 @schema.parametrize()
 def test_no_server_errors_and_json_4xx(case: Any, fuzz_target: FuzzTarget) -> None:
     if case.operation.path == HEALTH:
         # Exercise both the key check and the guarded path.
         case.query = {**(case.query or {}), "Authorization": fuzz_target.primary.health_key}
     token = _token_for(case.operation.path, fuzz_target)
-    # Steer half of the cases, chosen by content so that a replayed example is steered alike.
-    if zlib.crc32(repr((case.path_parameters, case.query, case.body)).encode()) % 2:
+    if steered(case):
         token = _steer(case, fuzz_target) or token
-    if case.operation.path == "/api/provider/v1/releases" and isinstance(case.query, dict):
-        _cap_wait(case.query)
+    cap_wait(case)
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     response = case.call(headers=headers, timeout=30)
-    _record(case, fuzz_target, response)
+    fuzz_target.jobs.record(case, response)
     what = f"{case.operation.label}: {response.status_code} {response.text[:300]!r}"
     if case.operation.path == HEALTH and response.status_code == 503:
         # The load balancer's signal, not an error: passive member or disk under the threshold.
         assert json.loads(response.content).get("status") in {"DISK_LOW", "PASSIVE", "STARTING"}, what
     else:
         case.validate_response(response, checks=[not_a_server_error], headers=headers)
-    if 400 <= response.status_code < 500:
-        content_type = (response.headers.get("content-type") or [""])[0]
-        assert content_type.startswith("application/json"), what
-        body = json.loads(response.content)
-        assert isinstance(body, dict), what
-        assert isinstance(body.get("error"), str) and body["error"], what
-        assert isinstance(body.get("detail"), str) and body["detail"], what
+    assert_json_4xx(response, what)

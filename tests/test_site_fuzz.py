@@ -9,8 +9,6 @@ exist (a live session, held jobs, the user, a printer) so the bodies reach the j
 from __future__ import annotations
 
 import json
-import uuid
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +16,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import Primary, start_primary
+from tests.fuzzkit import Jobs, assert_json_4xx, bounded, cap_wait, hold_jobs, steered
 from tests.sitekit import FINDME, MONO, Branch, eventually, start_branch
 
-MAX_EXAMPLES = 25
-MAX_LONG_POLL_SECS = 0.2
 USER = "fuzz-user"
 
 
@@ -33,8 +29,7 @@ USER = "fuzz-user"
 class SiteTarget:
     primary: Primary
     branch: Branch
-    held: list[str] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)
+    jobs: Jobs = field(default_factory=Jobs)  # what the run created, for steering
 
     def login(self) -> str | None:
         # The color device logs in only this way, so it is never locked out by the fuzzer.
@@ -64,22 +59,7 @@ def site_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteTarget
             eventually(lambda: bool(b.query("SELECT 1 FROM user_cards")), 10.0, "the user mirrored")
             target = SiteTarget(p, b)
             with b.client(b.provider) as c:
-                for _ in range(6):
-                    r = c.post(
-                        "/api/provider/v1/jobs",
-                        json={
-                            "job_id": str(uuid.uuid4()),
-                            "username": USER,
-                            "queue": FINDME,
-                            "document_name": "seed.pdf",
-                            "pages": 1,
-                            "copies": 1,
-                            "color": False,
-                            "duplex": False,
-                        },
-                    )
-                    assert r.status_code == 200 and r.json()["action"] == "hold", r.text
-                    target.held.append(r.json()["job_id"])
+                target.jobs.held += hold_jobs(c, USER, FINDME)
             yield target
         finally:
             b.process.stop()
@@ -106,12 +86,12 @@ def _steer(case: Any, t: SiteTarget) -> str | None:
         if session is not None:
             params["session_id"] = session
             token = t.branch.color_device
-            if path.endswith("/release") and body is not None and t.held:
-                body["job_ids"] = [t.held.pop()] if len(t.held) > 1 else t.held[-1:]
+            if path.endswith("/release") and body is not None and t.jobs.held:
+                body["job_ids"] = [t.jobs.held.pop()] if len(t.jobs.held) > 1 else t.jobs.held[-1:]
             if body is not None and "account" in body:
                 body.pop("account")
-    elif path == "/api/provider/v1/jobs/{job_id}/printed" and isinstance(params, dict) and t.released:
-        params["job_id"] = t.released[-1]
+    elif path == "/api/provider/v1/jobs/{job_id}/printed" and isinstance(params, dict) and t.jobs.released:
+        params["job_id"] = t.jobs.released[-1]
         token = t.branch.provider
     elif path == "/api/provider/v1/jobs" and body is not None:
         body.update({"username": USER, "queue": FINDME})
@@ -122,16 +102,6 @@ def _steer(case: Any, t: SiteTarget) -> str | None:
     return token
 
 
-def _record(case: Any, t: SiteTarget, response: Any) -> None:
-    if response.status_code != 200:
-        return
-    body = json.loads(response.content)
-    if case.operation.path == "/api/provider/v1/jobs" and body.get("action") == "hold":
-        t.held.append(body["job_id"])
-    if case.operation.path.endswith("/release"):
-        t.released += [r["job_id"] for r in body.get("results", []) if r.get("status") == "released"]
-
-
 def _token_for(path: str, t: SiteTarget) -> str | None:
     if path.startswith("/api/admin/"):
         return t.branch.admin_token
@@ -140,42 +110,20 @@ def _token_for(path: str, t: SiteTarget) -> str | None:
     return None
 
 
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.filter_too_much,
-        HealthCheck.data_too_large,
-    ],
-)
+@bounded
 @schema.parametrize()
 def test_site_no_server_errors_and_json_4xx(case: Any, site_target: SiteTarget) -> None:
     token = _token_for(case.operation.path, site_target)
-    if zlib.crc32(repr((case.path_parameters, case.query, case.body)).encode()) % 2:
+    if steered(case):
         token = _steer(case, site_target) or token
-    if case.operation.path == "/api/provider/v1/releases" and isinstance(case.query, dict):
-        wait = case.query.get("wait")
-        try:
-            if float(wait) > MAX_LONG_POLL_SECS:  # type: ignore[arg-type]
-                case.query["wait"] = MAX_LONG_POLL_SECS
-        except (TypeError, ValueError):
-            pass  # not a number: the server says 422
+    cap_wait(case)
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     response = case.call(headers=headers, timeout=30)
-    _record(case, site_target, response)
+    site_target.jobs.record(case, response)
     what = f"{case.operation.label}: {response.status_code} {response.text[:300]!r}"
     if case.operation.path in ("/api/admin/v1/sync", "/api/admin/v1/merge") and response.status_code == 503:
         # The primary briefly unreachable is an answer, not a bug: it must still be the JSON error.
         assert json.loads(response.content).get("error") == "primary_unreachable", what
     else:
         case.validate_response(response, checks=[not_a_server_error], headers=headers)
-    if 400 <= response.status_code < 500:
-        content_type = (response.headers.get("content-type") or [""])[0]
-        assert content_type.startswith("application/json"), what
-        body = json.loads(response.content)
-        assert isinstance(body, dict), what
-        assert isinstance(body.get("error"), str) and body["error"], what
-        assert isinstance(body.get("detail"), str) and body["detail"], what
+    assert_json_4xx(response, what)

@@ -1,0 +1,92 @@
+"""What both fuzz modules share (schemathesis over the primary's and over a site's live OpenAPI):
+bounded hypothesis settings, which cases get steered at real objects, the long-poll cap, the
+jobs a run creates, and the contract's JSON error shape for every 4xx."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, settings
+
+MAX_EXAMPLES = 25
+MAX_LONG_POLL_SECS = 0.2
+
+bounded = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
+)
+
+
+@dataclass
+class Jobs:
+    held: list[str] = field(default_factory=list)  # held job ids, for steered releases
+    released: list[str] = field(default_factory=list)  # released job ids, for steered "printed"
+
+    def record(self, case: Any, response: Any) -> None:
+        if response.status_code != 200:
+            return
+        body = json.loads(response.content)
+        if case.operation.path == "/api/provider/v1/jobs" and body.get("action") == "hold":
+            self.held.append(body["job_id"])
+        if case.operation.path.endswith("/release"):
+            self.released += [r["job_id"] for r in body.get("results", []) if r.get("status") == "released"]
+
+
+def hold_jobs(client: httpx.Client, username: str, queue: str, n: int = 6) -> list[str]:
+    """`n` one-page jobs held for `username` in `queue` (the client carries a provider's token)."""
+    ids = []
+    for _ in range(n):
+        job = {
+            "job_id": str(uuid.uuid4()),
+            "username": username,
+            "queue": queue,
+            "document_name": "seed.pdf",
+            "pages": 1,
+            "copies": 1,
+            "color": False,
+            "duplex": False,
+        }
+        r = client.post("/api/provider/v1/jobs", json=job)
+        assert r.status_code == 200 and r.json()["action"] == "hold", r.text
+        ids.append(r.json()["job_id"])
+    return ids
+
+
+def steered(case: Any) -> bool:
+    """Half of the cases, chosen by content so that a replayed example is steered alike."""
+    return bool(zlib.crc32(repr((case.path_parameters, case.query, case.body)).encode()) % 2)
+
+
+def cap_wait(case: Any) -> None:
+    """The fuzzer may ask for a 120 s long-poll (a valid request): answer it quickly instead."""
+    if case.operation.path != "/api/provider/v1/releases" or not isinstance(case.query, dict):
+        return
+    try:
+        long = float(case.query.get("wait")) > MAX_LONG_POLL_SECS  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return  # not a number: the server says 422
+    if long:
+        case.query["wait"] = MAX_LONG_POLL_SECS
+
+
+def assert_json_4xx(response: Any, what: str) -> None:
+    if not 400 <= response.status_code < 500:
+        return
+    content_type = (response.headers.get("content-type") or [""])[0]
+    assert content_type.startswith("application/json"), what
+    body = json.loads(response.content)
+    assert isinstance(body, dict), what
+    assert isinstance(body.get("error"), str) and body["error"], what
+    assert isinstance(body.get("detail"), str) and body["detail"], what
