@@ -364,7 +364,7 @@ class FrontDesk:
                     now=now,
                 )
                 if self.charging.release_status is not JobStatus.RELEASED:
-                    _set_status(db, j.job_id, self.charging.release_status)
+                    jobs.set_status(db, j.job_id, self.charging.release_status)
                 charged.append(
                     _Charged(len(results), j.job_id, j.txn_id, printer.name, -q.cost_cents, j.cost_cents)
                 )
@@ -392,20 +392,11 @@ class FrontDesk:
                 v = verdicts.get(c.txn_id)
                 r = results[c.index]
                 if v is not None and v.status == "rejected":
-                    db.execute(
-                        "UPDATE jobs SET status = 'held', printer = NULL, grayscale = NULL,"
-                        " cost_cents = ?, account_id = NULL, balance_after_cents = NULL,"
-                        " released_at = NULL, released_by_device = NULL"
-                        " WHERE job_id = ? AND status = ?",
-                        [c.held_cost_cents, c.job_id, JobStatus.RELEASING.value],
-                    )
+                    jobs.undo_release(db, c.job_id, held_cost_cents=c.held_cost_cents)
                     refunded -= c.amount_cents
                     r.update(status="denied", reason=v.reason)
                 else:
-                    db.execute(
-                        "UPDATE jobs SET status = 'released' WHERE job_id = ? AND status = ?",
-                        [c.job_id, JobStatus.RELEASING.value],
-                    )
+                    jobs.finish_release(db, c.job_id)
                     r["balance_cents"] += refunded
             for c, account_id in zip(charged, account_ids, strict=True):
                 if results[c.index]["status"] == "denied":
@@ -572,12 +563,7 @@ class FrontDesk:
                 reason = verdict.reason
 
                 def deny(db: sqlite_utils.Database) -> dict[str, Any]:
-                    db.execute(
-                        "UPDATE jobs SET action = 'deny', status = 'denied', reason = ?, printer = NULL,"
-                        " grayscale = NULL, account_id = NULL, balance_after_cents = NULL,"
-                        " released_at = NULL WHERE job_id = ? AND status = 'printing'",
-                        [reason, job_id],
-                    )
+                    jobs.deny_direct_print(db, job_id, reason)
                     j = jobs.get_job(db, job_id)
                     assert j is not None
                     return _job_answer(j)
@@ -620,10 +606,6 @@ class FrontDesk:
             return {"job_id": job_id, "status": "printed"}
 
         return await self.db.write(work)
-
-
-def _set_status(db: sqlite_utils.Database, job_id: str, status: JobStatus) -> None:
-    db.execute("UPDATE jobs SET status = ? WHERE job_id = ?", [status.value, job_id])
 
 
 def _serves(db: sqlite_utils.Database, cred: MachineCredential, j: jobs.Job) -> bool:

@@ -32,6 +32,7 @@ from siteserver.domain import (
     token_digest,
 )
 from siteserver.store import Database, catalog, connect, feed, ledger
+from siteserver.store import accounts as acc
 from siteserver.timeutil import now_iso
 from sync import models as sm
 from sync import signing
@@ -160,7 +161,7 @@ class SyncService:
 
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
             now = now_iso()
-            accounts = {label: _resolve_account(db, label) for label in {e.account for e in entries}}
+            accounts = {label: acc.account_by_label(db, label) for label in {e.account for e in entries}}
             batch: list[ledger.Entry] = []
             where: list[int] = []
             for i, e in enumerate(entries):
@@ -235,22 +236,6 @@ def _read_page(database: Database, after: int, limit: int) -> dict[str, Any]:
             db.execute("ROLLBACK")
     finally:
         db.close()
-
-
-def _resolve_account(db: sqlite_utils.Database, label: str) -> int | None:
-    """`user:<username>` → that user's personal account; `shared:<name>` → the open shared one."""
-    kind, _, name = label.partition(":")
-    if kind == "user":
-        row = db.execute(
-            "SELECT a.id FROM users u JOIN accounts a ON a.id = u.account_id"
-            " WHERE u.username = ? AND a.closed_at IS NULL",
-            [name],
-        ).fetchone()
-    else:
-        row = db.execute(
-            "SELECT id FROM accounts WHERE kind = 'shared' AND name = ? AND closed_at IS NULL", [name]
-        ).fetchone()
-    return None if row is None else int(row[0])
 
 
 def _answer(

@@ -28,6 +28,7 @@ from siteserver.frontdesk import ChargeAsk, Charging
 from siteserver.store import Database, ledger
 from siteserver.store import accounts as acc
 from siteserver.store import journal as jr
+from siteserver.store.accounts import account_by_label
 from siteserver.store.settings import get_policies
 from siteserver.timeutil import now_iso
 
@@ -151,7 +152,7 @@ class JournalCharging(Charging):
         prior = jr.get(db, ask.txn_id)
         if prior is not None and prior.status != "rejected":
             # A retry (e.g. usage after a lost answer): the first decision stands.
-            prior_id = _account_id(db, prior.account)
+            prior_id = account_by_label(db, prior.account)
             if prior.amount_cents == -ask.cost_cents and prior_id is not None:
                 bal = jr.effective_balance(db, prior_id)
                 return ledger.Outcome(ask.txn_id, "duplicate", prior.amount_cents, bal), prior_id
@@ -312,13 +313,6 @@ class JournalCharging(Charging):
             await asyncio.to_thread(self._missed_budget, [r.txn_id for r in rows])
             return {}
         return found
-
-
-def _account_id(db: sqlite_utils.Database, label: str) -> int | None:
-    prefix, _, name = label.partition(":")
-    kind = "personal" if prefix == "user" else "shared"
-    row = db.execute("SELECT id FROM accounts WHERE kind = ? AND name = ?", [kind, name]).fetchone()
-    return None if row is None else int(row[0])
 
 
 def _state(db: sqlite_utils.Database, account_id: int) -> AccountState:

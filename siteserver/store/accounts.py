@@ -264,3 +264,16 @@ def shared_accounts_of(db: sqlite_utils.Database, username: str) -> list[str]:
             [username],
         )
     ]
+
+
+def account_by_label(db: sqlite_utils.Database, label: str) -> int | None:
+    """The open account an account label names (`user:<username>` / `shared:<name>`, as
+    store.ledger.account_label writes them), or None."""
+    prefix, _, name = label.partition(":")
+    kind = {"user": "personal", "shared": "shared"}.get(prefix)
+    if kind is None:
+        return None
+    row = db.execute(
+        "SELECT id FROM accounts WHERE kind = ? AND name = ? AND closed_at IS NULL", [kind, name]
+    ).fetchone()
+    return None if row is None else int(row[0])

@@ -150,3 +150,36 @@ def expire_held_of_user(db: sqlite_utils.Database, username: str, *, now: str) -
         [now, username],
     )
     return cur.rowcount
+
+
+def set_status(db: sqlite_utils.Database, job_id: str, status: JobStatus) -> None:
+    db.execute("UPDATE jobs SET status = ? WHERE job_id = ?", [status.value, job_id])
+
+
+def finish_release(db: sqlite_utils.Database, job_id: str) -> None:
+    """A release the primary did not refuse: now the print provider may fetch it."""
+    db.execute(
+        "UPDATE jobs SET status = 'released' WHERE job_id = ? AND status = ?",
+        [job_id, JobStatus.RELEASING.value],
+    )
+
+
+def undo_release(db: sqlite_utils.Database, job_id: str, *, held_cost_cents: int | None) -> None:
+    """A release the primary refused: the job is held again, as before the release."""
+    db.execute(
+        "UPDATE jobs SET status = 'held', printer = NULL, grayscale = NULL,"
+        " cost_cents = ?, account_id = NULL, balance_after_cents = NULL,"
+        " released_at = NULL, released_by_device = NULL"
+        " WHERE job_id = ? AND status = ?",
+        [held_cost_cents, job_id, JobStatus.RELEASING.value],
+    )
+
+
+def deny_direct_print(db: sqlite_utils.Database, job_id: str, reason: str | None) -> None:
+    """A direct print the primary refused after the site let it print: recorded as denied."""
+    db.execute(
+        "UPDATE jobs SET action = 'deny', status = 'denied', reason = ?, printer = NULL,"
+        " grayscale = NULL, account_id = NULL, balance_after_cents = NULL,"
+        " released_at = NULL WHERE job_id = ? AND status = 'printing'",
+        [reason, job_id],
+    )
