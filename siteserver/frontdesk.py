@@ -147,8 +147,9 @@ class Charging:
     def mode(self, db: sqlite_utils.Database) -> str:
         return "online"
 
-    async def confirm(self, txn_ids: Sequence[str]) -> dict[str, Verdict]:
-        """After commit: the final verdicts known for these entries (missing: none in time)."""
+    async def confirm(self, txn_ids: Sequence[str]) -> dict[str, Verdict] | None:
+        """After commit: the final verdicts known for these entries (missing: none in time).
+        None: nothing was asked (a site known to be offline), so nothing changed since the commit."""
         return {}
 
 
@@ -383,7 +384,7 @@ class FrontDesk:
     ) -> dict[str, Any]:
         """A site: the primary's verdict (if in time) decides; a rejected release is undone - the
         job is held again and the answer is the primary's denial. Only then may the provider see it."""
-        verdicts = await self.charging.confirm([c.txn_id for c in charged])
+        verdicts = await self.charging.confirm([c.txn_id for c in charged]) or {}
 
         def finish(db: sqlite_utils.Database) -> dict[str, Any]:
             results = [dict(r) for r in out["results"]]
@@ -445,10 +446,10 @@ class FrontDesk:
             }
 
         out = await self.db.write(work)
-        if self.charging.confirms:
-            # A fact stays charged whatever the primary says (a rejection is recorded in the
-            # journal for the reconciliation); the answer is the balance as it now stands.
-            await self.charging.confirm([txn_id])
+        # A fact stays charged whatever the primary says (a rejection is recorded in the journal
+        # for the reconciliation); once the primary was asked, the answer is the balance as it
+        # now stands.
+        if self.charging.confirms and await self.charging.confirm([txn_id]) is not None:
             account_id = charged_to[0]
 
             def after(db: sqlite_utils.Database) -> tuple[int, str]:
@@ -558,7 +559,7 @@ class FrontDesk:
 
         out = await self.db.write(work)
         if to_confirm and self.charging.confirms:
-            verdict = (await self.charging.confirm(to_confirm)).get(to_confirm[0])
+            verdict = (await self.charging.confirm(to_confirm) or {}).get(to_confirm[0])
             if verdict is not None and verdict.status == "rejected":
                 reason = verdict.reason
 

@@ -373,3 +373,61 @@ def test_without_the_primary_the_local_decision_stands(primary: Primary, tmp_pat
         assert login(branch, branch.mono_device, card_number="CARD-fay").json()["balance_cents"] == 980
     finally:
         branch.process.stop()
+
+
+def test_concurrent_releases_get_their_own_verdicts(primary: Primary, branch: Branch) -> None:
+    """Releases made at the same moment are uploaded together (one upload for all the requests
+    waiting); each request still gets its own verdict: the funded ones print, the ones the
+    primary refuses (the site's mirror was stale on purpose) stay held, and the primary's ledger
+    holds exactly the funded charges, once each."""
+    funded = [f"fund{i}" for i in range(6)]
+    broke = [f"broke{i}" for i in range(6)]
+    with primary.admin() as c:
+        for name in funded + broke:
+            r = c.post(
+                "/api/admin/v1/users",
+                json={
+                    "username": name,
+                    "card_numbers": [f"CARD-{name}"],
+                    "balance_cents": 500 if name in funded else 0,
+                    "restricted": True,
+                },
+            )
+            assert r.status_code == 201, r.text
+    eventually(lambda: len(branch.query("SELECT 1 FROM user_cards")) == 12, MIRROR_SECS, "users mirrored")
+    for name in broke:  # the site believes they can pay; the primary knows better
+        branch.execute(
+            "UPDATE accounts SET balance_cents = 5000"
+            " WHERE id = (SELECT account_id FROM users WHERE username = ?)",
+            (name,),
+        )
+    jobs = {name: submit(branch, name, pages=1, color=False)["job_id"] for name in funded + broke}
+    sessions = {
+        name: login(branch, branch.mono_device, card_number=f"CARD-{name}").json()["session_id"]
+        for name in funded + broke
+    }
+    start = threading.Barrier(len(jobs))
+    answers: dict[str, Any] = {}
+
+    def release(name: str) -> None:
+        with branch.client(branch.mono_device) as c:
+            start.wait()
+            r = c.post(f"/api/device/v1/sessions/{sessions[name]}/release", json={"job_ids": [jobs[name]]})
+        answers[name] = r.json()["results"][0] if r.status_code == 200 else r.text
+
+    threads = [threading.Thread(target=release, args=(n,)) for n in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for name in funded:
+        assert answers[name]["status"] == "released" and answers[name]["balance_cents"] == 490, answers[name]
+    for name in broke:
+        assert answers[name]["status"] == "denied" and answers[name]["reason"] == "insufficient balance"
+    status = dict(branch.query("SELECT username, status FROM jobs"))
+    assert status == {**dict.fromkeys(funded, "released"), **dict.fromkeys(broke, "held")}
+    txns = dict(branch.query("SELECT job_id, txn_id FROM jobs"))
+    charged = [t["txn_id"] for t in ledger_rows(primary)]
+    assert sorted(charged) == sorted(txns[jobs[n]] for n in funded)
+    assert [journal(branch, txns[jobs[n]])[0] for n in funded] == ["applied"] * 6
+    assert [journal(branch, txns[jobs[n]])[0] for n in broke] == ["rejected"] * 6

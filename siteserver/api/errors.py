@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from siteserver.api.auth import check_route_credentials
 from siteserver.domain import (
@@ -61,6 +62,14 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _disconnected(request: Request) -> JSONResponse:
+    """The client went away while its request body was being read (a cut link, a stopped proxy):
+    not a bug, and nothing of the half-read body was acted on. One line in the log; the answer
+    goes nowhere (the server drops it), but it is still a well-formed 4xx."""
+    log.info("client disconnected during %s %s: request dropped", request.method, request.url.path)
+    return error(400, "client_disconnected", "the client disconnected before its request was read")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
@@ -79,8 +88,14 @@ def install(app: FastAPI) -> None:
             return await domain_error(request, e)
         return error(422, "invalid_request", _validation_detail(exc))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        return _disconnected(request)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps a cut body read in a 400
+            return _disconnected(request)
         if exc.status_code in (400, 413):  # a body that cannot be read: credentials first, too
             try:
                 await check_route_credentials(request)

@@ -31,7 +31,7 @@ from siteserver.serving import serve
 from siteserver.store import Database
 from siteserver.timeutil import now_iso
 
-from .charging import JournalCharging, Pusher, recover_releasing
+from .charging import UPLOADERS, JournalCharging, Pusher, recover_releasing
 from .identity import Identity
 from .mirror import Endpoints, Mirror, read_state, set_state
 from .monitor import WanMonitor
@@ -105,6 +105,7 @@ class SiteServer:
         )
         # A push that missed its budget is evidence of a dead WAN: it speeds the monitor's detection.
         charging.on_push_missed = self.monitor.note_push_missed
+        charging.site_mode = lambda: self.monitor.machine.mode
         self.desk = FrontDesk(
             db=self.db,
             hasher=SecretHasher(identity.load_pepper()),
@@ -167,6 +168,7 @@ class SiteServer:
             ("mirror", self.mirror.run),
             ("heartbeat", self._heartbeat_loop),
             ("journal-pusher", self.pusher.run),
+            *((f"journal-upload-{i}", self.pusher.run_uploader) for i in range(UPLOADERS)),
             ("wan-monitor", self.monitor.run),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)

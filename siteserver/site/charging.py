@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 import httpx
 import sqlite_utils
@@ -40,6 +42,17 @@ log = logging.getLogger("siteserver.site.journal")
 PUSH_INTERVAL_SECS = 2.0
 PUSH_BATCH = 500
 BACKGROUND_TIMEOUT_SECS = 10.0
+#: threads uploading requests' entries; each takes every ask waiting when it starts (one upload)
+UPLOADERS = 3
+
+
+@dataclass(slots=True)
+class _Ask:
+    """A request's entries waiting for an uploader, and where its verdicts go."""
+
+    entries: Sequence[jr.JournalRow]
+    timeout: float
+    future: Future[dict[str, jr.Verdict] | None]
 
 
 class Pusher:
@@ -52,6 +65,7 @@ class Pusher:
         self.wake = threading.Event()
         #: called (on the pushing thread) after each upload the primary answered
         self.on_answered: Callable[[], None] | None = None
+        self._asks: queue.SimpleQueue[_Ask] = queue.SimpleQueue()
 
     def push(self, entries: Sequence[jr.JournalRow], timeout: float) -> dict[str, jr.Verdict] | None:
         """One upload (on a plain thread); None when the primary gave no answer. Verdicts are
@@ -88,6 +102,50 @@ class Pusher:
         if verdicts is None:
             self.wake.set()
         return verdicts
+
+    def submit(
+        self, entries: Sequence[jr.JournalRow], timeout: float
+    ) -> Future[dict[str, jr.Verdict] | None]:
+        """A request's entries, uploaded together with every other request's waiting at the same
+        moment (group upload: one signed request, one primary transaction for all of them)."""
+        fut: Future[dict[str, jr.Verdict] | None] = Future()
+        self._asks.put(_Ask(entries, timeout, fut))
+        return fut
+
+    def run_uploader(self) -> None:
+        """An uploader thread (UPLOADERS of them): never dies."""
+        while not self.stop.is_set():
+            try:
+                first = self._asks.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            group = [first]
+            size = len(first.entries)
+            while size < PUSH_BATCH:
+                try:
+                    nxt = self._asks.get_nowait()
+                except queue.Empty:
+                    break
+                group.append(nxt)
+                size += len(nxt.entries)
+            # A request that gave up (its budget ran out) is not waited for; its entries stay
+            # pending for the background pusher.
+            group = [a for a in group if a.future.set_running_or_notify_cancel()]
+            if not group:
+                continue
+            entries = list({e.txn_id: e for a in group for e in a.entries}.values())
+            try:
+                verdicts = self.push(entries, min(a.timeout for a in group))
+            except Exception:
+                log.exception("journal upload failed")
+                verdicts = None
+            for a in group:
+                found = (
+                    None
+                    if verdicts is None
+                    else {e.txn_id: verdicts[e.txn_id] for e in a.entries if e.txn_id in verdicts}
+                )
+                a.future.set_result(found)
 
     def push_pending_once(self, timeout: float = BACKGROUND_TIMEOUT_SECS) -> int:
         """Upload the oldest pending entries (one batch); returns how many were sent."""
@@ -136,6 +194,9 @@ class JournalCharging(Charging):
         #: called (thread-safe, cheap) whenever a request's push got no verdict within the budget;
         #: the site app wires its mode machine here (`note_push_missed`)
         self.on_push_missed: Callable[[], None] | None = None
+        #: the site's mode as the WAN monitor knows it now (the site app wires it): lets a charge
+        #: made while offline skip reading the journal back before the deferred push
+        self.site_mode: Callable[[], str] | None = None
         # A push missed its budget and no upload has been answered since: decide offline.
         self._missed = threading.Event()
         pusher.on_answered = self._missed.clear
@@ -279,19 +340,12 @@ class JournalCharging(Charging):
             except Exception:
                 log.exception("on_push_missed failed")
 
-        def mark(db: sqlite_utils.Database) -> None:
-            for r in jr.rows(db, txn_ids):
-                if r.status == "pending" and off.OFFLINE not in r.flags:
-                    flags = [*r.flags, off.OFFLINE, "budget:missed"]
-                    db.execute(
-                        "UPDATE journal SET flags = ? WHERE txn_id = ? AND status = 'pending'",
-                        [json.dumps(flags), r.txn_id],
-                    )
-
         with contextlib.suppress(RuntimeError):  # the database is closed: the site is stopping
-            self.db.write_sync(mark)
+            self.db.write_sync(lambda d: jr.add_flags(d, txn_ids, (off.OFFLINE, "budget:missed")))
 
-    async def confirm(self, txn_ids: Sequence[str]) -> dict[str, jr.Verdict]:
+    async def confirm(self, txn_ids: Sequence[str]) -> dict[str, jr.Verdict] | None:
+        if self.site_mode is not None and self.site_mode() == "offline":
+            return None  # deferred, see below: the commit's answer stands as it is
         rows, mode = await self.db.read(
             lambda d: ([r for r in jr.rows(d, txn_ids) if r.status == "pending"], mode_of(read_state(d)))
         )
@@ -301,10 +355,10 @@ class JournalCharging(Charging):
             # The WAN monitor already knows no primary answers: spending the budget on a push that
             # cannot be answered would only slow the branch down. Same path, the push deferred:
             # the entries stay pending; the pusher merges them once the monitor sees the link back.
-            return {}
+            return None
         budget = self.budget_secs
         try:
-            found = await asyncio.wait_for(asyncio.to_thread(self.pusher.push, rows, budget), budget)
+            found = await asyncio.wait_for(asyncio.wrap_future(self.pusher.submit(rows, budget)), budget)
         except TimeoutError:
             # No verdict in the budget: the entries stay pending, the local decision stands.
             # The push finishes on its thread and records whatever answer it gets.

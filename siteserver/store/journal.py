@@ -22,9 +22,12 @@ import sqlite_utils
 
 from siteserver.store.ledger import account_label
 
+# Pending entries come from the running total the triggers of migration m003 keep; entries the
+# primary applied beyond the mirrored last_seq from the partial index journal_merged.
 _UNSEEN = (
-    "SELECT COALESCE(SUM(j.amount_cents), 0) FROM journal j WHERE j.account = ?"
-    " AND (j.status = 'pending' OR (j.status IN ('applied', 'duplicate') AND j.primary_seq > ?))"
+    "SELECT COALESCE((SELECT pending_cents FROM journal_unmerged WHERE account = ?1), 0)"
+    " + (SELECT COALESCE(SUM(amount_cents), 0) FROM journal"
+    " WHERE account = ?1 AND status IN ('applied', 'duplicate') AND primary_seq > ?2)"
 )
 
 
@@ -76,7 +79,8 @@ def label_of(db: sqlite_utils.Database, account_id: int) -> str | None:
 
 
 def effective_balance(db: sqlite_utils.Database, account_id: int) -> int | None:
-    """Mirrored balance + the journal entries the mirror has not seen (None: no such account)."""
+    """Mirrored balance + the journal entries the mirror has not seen (None: no such account).
+    Two indexed lookups whatever the length of the journal or of an outage."""
     row = db.execute(
         "SELECT kind, name, balance_cents, last_seq FROM accounts WHERE id = ?", [account_id]
     ).fetchone()
@@ -170,12 +174,21 @@ def record(
         )
 
 
-# -- offline spend (bounded exposure, docs/offline.md) ---------------------------------------
+def add_flags(db: sqlite_utils.Database, txn_ids: Iterable[str], flags: Sequence[str]) -> None:
+    """Add `flags` to the still-pending entries among `txn_ids` that lack the first of them
+    (e.g. `offline`, `budget:missed` once a push missed its budget)."""
+    for r in rows(db, txn_ids):
+        if r.status == "pending" and flags[0] not in r.flags:
+            db.execute(
+                "UPDATE journal SET flags = ? WHERE txn_id = ? AND status = 'pending'",
+                [json.dumps([*r.flags, *flags]), r.txn_id],
+            )
 
-_OFFLINE_PENDING = (
-    "j.status = 'pending' AND j.amount_cents < 0"
-    " AND EXISTS (SELECT 1 FROM json_each(j.flags) WHERE json_each.value = 'offline')"
-)
+
+# -- offline spend (bounded exposure, docs/offline.md) ---------------------------------------
+# Read from `offline_exposure`, kept by triggers (migration m003): pending entries flagged
+# `offline` with a negative amount, for the site ('') and per spender (the `by:<user>` flag, else
+# the user of the personal account charged).
 
 
 def by_flag(username: str) -> str | None:
@@ -185,15 +198,11 @@ def by_flag(username: str) -> str | None:
 
 
 def offline_spent_by(db: sqlite_utils.Database, username: str) -> int:
-    """Cents `username` has spent offline that the primary has not yet seen (>= 0): pending
-    entries flagged `offline` charged to the user's account or flagged `by:<username>`."""
-    flag = by_flag(username) or ""
-    row = db.execute(
-        f"SELECT COALESCE(-SUM(j.amount_cents), 0) FROM journal j WHERE {_OFFLINE_PENDING}"
-        " AND (j.account = ? OR EXISTS (SELECT 1 FROM json_each(j.flags) WHERE json_each.value = ?))",
-        [account_label("user", username), flag],
-    ).fetchone()
-    return int(row[0])
+    """Cents `username` has spent offline that the primary has not yet seen (>= 0)."""
+    if not username:
+        return 0
+    row = db.execute("SELECT cents FROM offline_exposure WHERE spender = ?", [username]).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,15 +220,12 @@ class OfflineSpend:
 
 def offline_spend(db: sqlite_utils.Database) -> OfflineSpend:
     """The site's offline spend not yet merged (the exposure the caps bound): the total, and the
-    user who spent most, by the `by:<username>` flag every offline charge carries."""
-    (site,) = db.execute(
-        f"SELECT COALESCE(-SUM(j.amount_cents), 0) FROM journal j WHERE {_OFFLINE_PENDING}"
-    ).fetchone()
+    user who spent most."""
+    site = db.execute("SELECT cents FROM offline_exposure WHERE spender = ''").fetchone()
     top = db.execute(
-        "SELECT substr(f.value, 4) AS who, -SUM(j.amount_cents) AS spent"
-        f" FROM journal j, json_each(j.flags) f WHERE {_OFFLINE_PENDING} AND f.value LIKE 'by:%'"
-        " GROUP BY who ORDER BY spent DESC, who LIMIT 1"
+        "SELECT spender, cents FROM offline_exposure WHERE spender != '' ORDER BY cents DESC, spender LIMIT 1"
     ).fetchone()
+    site_cents = 0 if site is None else int(site[0])
     if top is None:
-        return OfflineSpend(int(site), None, 0)
-    return OfflineSpend(int(site), str(top[0]), int(top[1]))
+        return OfflineSpend(site_cents, None, 0)
+    return OfflineSpend(site_cents, str(top[0]), int(top[1]))
