@@ -285,3 +285,21 @@ INSERT INTO offline_exposure (spender, cents)
   WHERE spender IS NOT NULL GROUP BY spender;
 """,
     )
+
+
+@migrations()
+def m004_journal_sent(db: sqlite_utils.Database) -> None:
+    """`sent`: the entry may have reached the primary (set before its first upload, in the same
+    transaction as the entry when a request pushes it at once). A pending entry that was sent is
+    *in doubt*: the primary may have applied it without its answer reaching the site. The mirror
+    settles the entries in doubt of an account before it applies that account's row from the
+    feed, so no charge is in the mirrored balance and pending at once (invariant 3)."""
+    run_script(
+        db,
+        """
+ALTER TABLE journal ADD COLUMN sent INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1));
+-- Entries written before this column existed may all have left the site: count them as sent.
+UPDATE journal SET sent = 1;
+CREATE INDEX journal_in_doubt ON journal(account) WHERE status = 'pending' AND sent = 1;
+""",
+    )

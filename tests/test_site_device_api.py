@@ -431,3 +431,61 @@ def test_concurrent_releases_get_their_own_verdicts(primary: Primary, branch: Br
     assert sorted(charged) == sorted(txns[jobs[n]] for n in funded)
     assert [journal(branch, txns[jobs[n]])[0] for n in funded] == ["applied"] * 6
     assert [journal(branch, txns[jobs[n]])[0] for n in broke] == ["rejected"] * 6
+
+
+def test_a_lost_answer_is_never_counted_twice(primary: Primary, branch: Branch) -> None:
+    """Invariant 3 with a lost answer: the site pushed a charge and the primary applied it, but the
+    answer never came back (the entry is pending, marked sent). The feed then brings the account
+    with the charge inside its balance. The mirror must settle the entry (re-send: `duplicate`)
+    before it applies that row, so at no moment does the site hold the charge both in the mirrored
+    balance and as pending. The site's database is sampled every few ms to catch such a moment."""
+    with primary.admin() as c:
+        c.post(
+            "/api/admin/v1/users",
+            json={"username": "fay", "card_numbers": ["CARD-fay"], "balance_cents": 500},
+        ).raise_for_status()
+    eventually(lambda: bool(branch.query("SELECT 1 FROM users WHERE username = 'fay'")), MIRROR_SECS)
+    txn = str(uuid.uuid4())
+    occurred = "2026-01-01T00:00:00.000Z"
+    # The site's side of the lost answer: pending, sent.
+    branch.execute(
+        "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, status,"
+        " sent) VALUES (?, 2000000, 'user:fay', -40, 'copy', 'fact', ?, 'pending', 1)",
+        (txn, occurred),
+    )
+    seen: list[tuple[Any, ...]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            seen.extend(
+                branch.query(
+                    "SELECT a.balance_cents, j.status FROM accounts a JOIN users u ON u.account_id = a.id"
+                    " JOIN journal j ON j.txn_id = ? WHERE u.username = 'fay'",
+                    (txn,),
+                )
+            )
+            stop.wait(0.003)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        # The primary's side: the same entry, applied (as if the site's upload had got through).
+        entry = {
+            "txn_id": txn,
+            "account": "user:fay",
+            "amount_cents": -40,
+            "kind": "copy",
+            "enforcement": "fact",
+            "occurred_at": occurred,
+        }
+        with SyncClient(primary.url, SITE, Identity(branch.data_dir).load_key()) as client:
+            up = client.upload_journal([entry])
+            assert up.status_code == 200 and up.json()["results"][0]["status"] == "applied", up.text
+        eventually(lambda: (460, "duplicate") in seen or (460, "applied") in seen, 10.0, "fay's row mirrored")
+    finally:
+        stop.set()
+        sampler.join()
+    assert (460, "pending") not in seen, "the charge was in the mirrored balance and pending at once"
+    assert login(branch, branch.mono_device, card_number="CARD-fay").json()["balance_cents"] == 460
+    assert balance_at_primary(primary, "fay") == 460

@@ -31,7 +31,7 @@ from siteserver.serving import serve
 from siteserver.store import Database
 from siteserver.timeutil import now_iso
 
-from .charging import UPLOADERS, JournalCharging, Pusher, recover_releasing
+from .charging import BACKGROUND_TIMEOUT_SECS, UPLOADERS, JournalCharging, Pusher, recover_releasing
 from .identity import Identity
 from .mirror import Endpoints, Mirror, read_state, set_state
 from .monitor import WanMonitor
@@ -90,6 +90,7 @@ class SiteServer:
             self.db, self.endpoints, wait_secs=config.sync.changes_wait_secs, stop=self.stop_event
         )
         self.pusher = Pusher(self.db, self.endpoints, self.stop_event)
+        self.mirror.settle = lambda rows: self.pusher.push(rows, BACKGROUND_TIMEOUT_SECS)
         health_key = identity.load_health_key()
         self.monitor = WanMonitor(
             self.db,

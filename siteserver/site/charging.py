@@ -72,6 +72,12 @@ class Pusher:
         recorded before returning; entries without one stay pending."""
         if not entries:
             return {}
+        unsent = [e.txn_id for e in entries if not e.sent]
+        if unsent:  # committed before anything leaves: from now on the entries may be in doubt
+            try:
+                self.db.write_sync(lambda d: jr.mark_sent(d, unsent), fenced=False)
+            except RuntimeError:  # the database is closed: the site is stopping
+                return None
         ep = self.endpoints.current()
         attempted = [e.txn_id for e in entries]
         verdicts: dict[str, jr.Verdict] | None = None
@@ -207,6 +213,12 @@ class JournalCharging(Charging):
         """Decide alone: the site's mode is not `online`, or the last push missed its budget."""
         return self._missed.is_set() or mode_of(read_state(db)) != "online"
 
+    @staticmethod
+    def pushes_now(db: sqlite_utils.Database) -> bool:
+        """Whether `confirm` will push an entry written now at once (unless the site is known to
+        be offline): then the entry is marked sent in its own transaction (store.journal.mark_sent)."""
+        return mode_of(read_state(db)) != "offline"
+
     def charge_for(self, db: sqlite_utils.Database, ask: ChargeAsk) -> tuple[ledger.Outcome, int | None]:
         """Decide locally (siteserver.domain.offline.decide: the online rule, or the mirrored
         offline policies when offline) and, if allowed, write the pending journal entry."""
@@ -280,6 +292,7 @@ class JournalCharging(Charging):
             occurred_at=ask.occurred_at,
             flags=flags,
             ref=ask.ref,
+            sent=self.pushes_now(db),
         )
         return ledger.Outcome(ask.txn_id, "applied", -ask.cost_cents, balance - ask.cost_cents), account_id
 
@@ -318,6 +331,7 @@ class JournalCharging(Charging):
             occurred_at=entry.occurred_at,
             flags=entry.flags,
             ref=entry.ref,
+            sent=self.pushes_now(db),
         )
         return ledger.Outcome(entry.txn_id, "applied", entry.amount_cents, balance + entry.amount_cents)
 
@@ -347,7 +361,11 @@ class JournalCharging(Charging):
         if self.site_mode is not None and self.site_mode() == "offline":
             return None  # deferred, see below: the commit's answer stands as it is
         rows, mode = await self.db.read(
-            lambda d: ([r for r in jr.rows(d, txn_ids) if r.status == "pending"], mode_of(read_state(d)))
+            # Only entries marked sent with their write: any other is the pusher's (it marks first).
+            lambda d: (
+                [r for r in jr.rows(d, txn_ids) if r.status == "pending" and r.sent],
+                mode_of(read_state(d)),
+            )
         )
         if not rows:
             return {}

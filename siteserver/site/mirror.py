@@ -11,6 +11,13 @@ bootstrap is under way or was cut short: the next start bootstraps again), `last
 Every page of changes is applied in one write transaction together with its new cursor, and only
 if the stored cursor still equals the one the page was asked after: two pulls racing (the follower
 and an admin's `POST /api/admin/v1/sync`) can never apply an older page over a newer one.
+
+Before a page (or a snapshot) brings account rows, the journal entries of those accounts that are
+*in doubt* — sent, no answer recorded — are settled: sent again, so the primary answers
+`duplicate` with the seq it applied them at, or applies them now, after the page was read. Only
+then is the page applied: a charge the page's balance already holds can no longer also be pending
+at the site (subtracted twice, DESIGN.md invariant 3), e.g. after a failover that lost an
+upload's answer. No answer → the page is not applied (the feed comes from the same primary).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from siteserver.store import Database
+from siteserver.store import journal as jr
+from siteserver.store.ledger import account_label
 from siteserver.timeutil import now_iso
 from sync.client import SyncClient
 from sync.mirrored import MIRRORED_TABLES
@@ -40,6 +49,11 @@ PAGE_LIMIT = 1_000
 MAX_WAIT_SECS = 60.0
 BACKOFF_MIN_SECS = 0.5
 BACKOFF_MAX_SECS = 5.0
+SETTLE_BATCH = 500
+
+#: uploads journal entries and records the primary's verdicts (None: no answer); the site's
+#: `Pusher.push` with its background timeout
+Settle = Callable[[list[jr.JournalRow]], "dict[str, jr.Verdict] | None"]
 
 
 class SyncFailed(Exception):
@@ -109,6 +123,42 @@ def _delete(db: sqlite_utils.Database, table: str, key: list[Any]) -> None:
     db.execute(f"DELETE FROM {table} WHERE " + " AND ".join(f"{c} = ?" for c in pk), key)
 
 
+def page_accounts(db: sqlite_utils.Database, changes: list[dict[str, Any]]) -> set[str]:
+    """The labels (`user:alice`, `shared:X`) of the accounts a page of changes touches, as the
+    page names them and as the mirror knows them now."""
+    labels: set[str] = set()
+    for ch in changes:
+        if ch.get("table") != "accounts":
+            continue
+        row = ch.get("row")
+        if isinstance(row, dict) and isinstance(row.get("kind"), str) and isinstance(row.get("name"), str):
+            labels.add(account_label(row["kind"], row["name"]))
+        pk = ch.get("pk")
+        if isinstance(pk, list) and len(pk) == 1:
+            known = db.execute("SELECT kind, name FROM accounts WHERE id = ?", [pk[0]]).fetchone()
+            if known is not None:
+                labels.add(account_label(known[0], known[1]))
+    return labels
+
+
+def settle_in_doubt(db: Database, accounts: set[str] | None, settle: Settle) -> int:
+    """Get the primary's answer for every entry in doubt of these accounts (None: all) before
+    their rows from the primary are applied; raises SyncFailed when it does not answer for all.
+    Returns how many entries were settled."""
+    rows = db.read_sync(lambda d: jr.in_doubt(d, accounts))
+    for i in range(0, len(rows), SETTLE_BATCH):
+        chunk = rows[i : i + SETTLE_BATCH]
+        verdicts = settle(chunk)
+        if verdicts is None or any(r.txn_id not in verdicts for r in chunk):
+            raise SyncFailed(
+                f"the primary did not answer for {len(rows)} journal entries in doubt: "
+                "the feed waits until they are settled"
+            )
+    if rows:
+        log.info("settled %d journal entries in doubt before applying the feed", len(rows))
+    return len(rows)
+
+
 def apply_page(db: Database, after: int, page: dict[str, Any]) -> bool:
     """Apply one page of the change feed and store its cursor, in one write transaction. False
     (nothing done) when the stored cursor is no longer `after`: another pull got there first."""
@@ -147,10 +197,13 @@ def _lines(response: httpx.Response) -> Iterator[dict[str, Any]]:
             yield item
 
 
-def bootstrap(client: SyncClient, db: Database, *, batch_rows: int = BATCH_ROWS) -> int:
+def bootstrap(
+    client: SyncClient, db: Database, *, batch_rows: int = BATCH_ROWS, settle: Settle | None = None
+) -> int:
     """Replace the mirror's contents with a snapshot, streamed and written in batches; returns the
     cursor. The cursor (and `bootstrapped_at`) are stored only with the last batch, after the end
-    line arrived: a bootstrap cut short leaves the site marked as not bootstrapped."""
+    line arrived: a bootstrap cut short leaves the site marked as not bootstrapped. Every entry in
+    doubt is settled once the snapshot's begin line is in (its read began before)."""
     request = client.build("GET", SNAPSHOT_PATH)
     response = client.http.send(request, stream=True)
     try:
@@ -161,6 +214,8 @@ def bootstrap(client: SyncClient, db: Database, *, batch_rows: int = BATCH_ROWS)
         begin = next(lines, None)
         if begin is None or begin.get("type") != "begin":
             raise SyncFailed("snapshot did not start with a begin line")
+        if settle is not None:
+            settle_in_doubt(db, None, settle)
         batch: list[tuple[str, dict[str, Any]]] = []
         cleared = False
         received = 0
@@ -316,13 +371,16 @@ class Mirror:
         self.stop = stop
         self._bootstrap_lock = threading.Lock()
         self._sleep = sleep or stop.wait
+        #: settles journal entries in doubt before account rows are applied (the site app wires
+        #: its pusher here; None: a mirror with no journal to settle)
+        self.settle: Settle | None = None
 
     def _bootstrap(self, client: SyncClient) -> int:
         with self._bootstrap_lock:
             cursor = stored_cursor(self.db)  # another thread may have just done it
             if cursor is not None:
                 return cursor
-            return bootstrap(client, self.db)
+            return bootstrap(client, self.db, settle=self.settle)
 
     def pull(self, ep: Endpoint, wait: float) -> int:
         """One step: bootstrap if needed, else one page of changes. Returns the stored cursor."""
@@ -341,6 +399,11 @@ class Mirror:
                 lambda d: d.execute("DELETE FROM sync_state WHERE key = 'bootstrapped_at'"), fenced=False
             )
             return self._bootstrap(ep.feed)
+        changes = page.get("changes") or []
+        if self.settle is not None and isinstance(changes, list):
+            labels = self.db.read_sync(lambda d: page_accounts(d, changes))
+            if labels:
+                settle_in_doubt(self.db, labels, self.settle)
         try:
             apply_page(self.db, after, page)
         except Exception:

@@ -46,6 +46,8 @@ class JournalRow:
     primary_seq: int | None = None
     primary_balance_cents: int | None = None
     reason: str | None = None
+    #: may have reached the primary (see `mark_sent`); pending and sent = in doubt
+    sent: bool = False
 
     def wire(self) -> dict[str, Any]:
         """The entry as `POST /api/sync/v1/journal` takes it."""
@@ -63,13 +65,14 @@ class JournalRow:
 
 _COLS = (
     "txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, flags, ref, status,"
-    " primary_seq, primary_balance_cents, reason"
+    " primary_seq, primary_balance_cents, reason, sent"
 )
 
 
 def _row(r: Sequence[Any]) -> JournalRow:
     v = list(r)
     v[7] = tuple(json.loads(v[7] or "[]"))
+    v[13] = bool(v[13])
     return JournalRow(*v)
 
 
@@ -128,20 +131,56 @@ def append(
     occurred_at: str,
     flags: Sequence[str] = (),
     ref: str | None = None,
+    sent: bool = False,
 ) -> None:
     """A new pending entry (or a rejected one tried again: the primary keeps no trace of a
-    rejection, so the same txn_id may be sent again, e.g. a held job released once more)."""
+    rejection, so the same txn_id may be sent again, e.g. a held job released once more).
+    `sent`: it is pushed as soon as this transaction commits (see `mark_sent`)."""
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
     db.execute(
         "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at,"
-        " flags, ref, status) VALUES (?,?,?,?,?,?,?,?,?,'pending')"
+        " flags, ref, status, sent) VALUES (?,?,?,?,?,?,?,?,?,'pending',?)"
         " ON CONFLICT(txn_id) DO UPDATE SET seq = excluded.seq, account = excluded.account,"
         " amount_cents = excluded.amount_cents, kind = excluded.kind,"
         " enforcement = excluded.enforcement, occurred_at = excluded.occurred_at,"
         " flags = excluded.flags, ref = excluded.ref, status = 'pending', primary_seq = NULL,"
-        " primary_balance_cents = NULL, reason = NULL WHERE journal.status = 'rejected'",
-        [txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, json.dumps(list(flags)), ref],
+        " primary_balance_cents = NULL, reason = NULL, sent = excluded.sent"
+        " WHERE journal.status = 'rejected'",
+        [
+            txn_id,
+            seq,
+            account,
+            amount_cents,
+            kind,
+            enforcement,
+            occurred_at,
+            json.dumps(list(flags)),
+            ref,
+            int(sent),
+        ],
     )
+
+
+def mark_sent(db: sqlite_utils.Database, txn_ids: Iterable[str]) -> None:
+    """Committed before an upload leaves: from then on the primary may hold these entries, and
+    until their answer is recorded they are in doubt (`in_doubt`)."""
+    db.conn.executemany("UPDATE journal SET sent = 1 WHERE txn_id = ? AND sent = 0", [[t] for t in txn_ids])
+
+
+def in_doubt(db: sqlite_utils.Database, accounts: Iterable[str] | None = None) -> list[JournalRow]:
+    """Pending entries that were sent (of these account labels; None: all), oldest first: the
+    primary may have applied them without its answer reaching the site."""
+    where = "status = 'pending' AND sent = 1"
+    if accounts is None:
+        found = db.execute(f"SELECT {_COLS} FROM journal WHERE {where} ORDER BY seq")
+        return [_row(r) for r in found]
+    labels = sorted(set(accounts))
+    out: list[JournalRow] = []
+    for label in labels:  # one indexed lookup per account (journal_in_doubt)
+        out.extend(
+            _row(r) for r in db.execute(f"SELECT {_COLS} FROM journal WHERE {where} AND account = ?", [label])
+        )
+    return sorted(out, key=lambda r: r.seq)
 
 
 @dataclass(frozen=True, slots=True)
