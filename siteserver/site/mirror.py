@@ -154,8 +154,8 @@ def settle_in_doubt(db: Database, accounts: set[str] | None, settle: Settle) -> 
                 f"the primary did not answer for {len(rows)} journal entries in doubt: "
                 "the feed waits until they are settled"
             )
-    if rows:
-        log.info("settled %d journal entries in doubt before applying the feed", len(rows))
+    if rows:  # routine under load (pushes in flight), so not worth an INFO line each time
+        log.debug("settled %d journal entries in doubt before applying the feed", len(rows))
     return len(rows)
 
 
