@@ -108,8 +108,6 @@ class Charging:
     release_status: JobStatus = JobStatus.RELEASED
     #: whether `confirm` does anything (the primary's charges are final at commit)
     confirms: bool = False
-    #: whether `balance`/`mode` read the database (then answers read in one snapshot)
-    reads_state: bool = False
 
     def charge(self, db: sqlite_utils.Database, entry: ledger.Entry) -> ledger.Outcome:
         """Inside the flow's write transaction: apply (or record) one entry."""
@@ -241,7 +239,9 @@ class FrontDesk:
             raise Forbidden(
                 "password logins are not allowed while the site is offline; use a card, PIN or ID number"
             )
-        user, shared, balance, mode = await self.db.read(lookup, snapshot=self.charging.reads_state)
+        # No transaction around it: the balance is one statement on both roles (a site's effective
+        # balance included), so it is consistent by itself.
+        user, shared, balance, mode = await self.db.read(lookup, snapshot=False)
         ok = user is not None and not user.disabled
         secret = body.password if body.password is not None else body.pin
         if secret is not None:
@@ -455,7 +455,7 @@ class FrontDesk:
             def after(db: sqlite_utils.Database) -> tuple[int, str]:
                 return self.charging.balance(db, account_id, 0), self.charging.mode(db)
 
-            out["balance_cents"], out["mode"] = await self.db.read(after, snapshot=True)
+            out["balance_cents"], out["mode"] = await self.db.read(after, snapshot=False)
         return out
 
     def logout(self, device: MachineCredential, session_id: str) -> dict[str, Any]:

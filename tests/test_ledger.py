@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -602,3 +602,17 @@ def test_account_label() -> None:
     assert account_label("personal", "alice") == "user:alice"
     assert account_label("shared", "Marketing") == "shared:Marketing"
     assert account_label("shared", "Offline Account") == "shared:Offline Account"
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["personal", "shared"]), name=st.text(min_size=1, max_size=40))
+def test_account_label_sql_names_accounts_as_account_label_does(kind: str, name: str) -> None:
+    """The SQL form (used where one statement must name the account) and the Python form agree."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE accounts (kind TEXT, name TEXT)")
+        conn.execute("INSERT INTO accounts VALUES (?, ?)", [kind, name])
+        (label,) = conn.execute(f"SELECT {ledger.account_label_sql('a')} FROM accounts a").fetchone()
+    finally:
+        conn.close()
+    assert label == account_label(kind, name)

@@ -102,11 +102,14 @@ class SiteServer:
         )
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
         charging = JournalCharging(
-            self.db, self.pusher, budget_secs=config.wan.request_budget_ms / 1000, limits=config.offline
+            self.db,
+            self.pusher,
+            lambda: self.monitor.machine.mode,
+            budget_secs=config.wan.request_budget_ms / 1000,
+            limits=config.offline,
         )
         # A push that missed its budget is evidence of a dead WAN: it speeds the monitor's detection.
         charging.on_push_missed = self.monitor.note_push_missed
-        charging.site_mode = lambda: self.monitor.machine.mode
         self.desk = FrontDesk(
             db=self.db,
             hasher=SecretHasher(identity.load_pepper()),

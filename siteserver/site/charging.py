@@ -34,8 +34,7 @@ from siteserver.store.accounts import account_by_label
 from siteserver.store.settings import get_policies
 from siteserver.timeutil import now_iso
 
-from .mirror import Endpoints, read_state
-from .status import mode_of
+from .mirror import Endpoints
 
 log = logging.getLogger("siteserver.site.journal")
 
@@ -187,22 +186,27 @@ class JournalCharging(Charging):
 
     release_status = JobStatus.RELEASING
     confirms = True
-    reads_state = True
 
     def __init__(
-        self, db: Database, pusher: Pusher, *, budget_secs: float, limits: Offline | None = None
+        self,
+        db: Database,
+        pusher: Pusher,
+        site_mode: Callable[[], str],
+        *,
+        budget_secs: float,
+        limits: Offline | None = None,
     ) -> None:
         self.db = db
         self.pusher = pusher
+        #: the site's mode as the WAN monitor knows it now (`online`/`offline`/`reconciling`; the
+        #: monitor stores each change too): every decision and answer reads it here, not from disk
+        self.site_mode = site_mode
         self.budget_secs = budget_secs
         #: `[offline]` of the site's configuration: the caps on offline spending
         self.limits = limits or Offline()
         #: called (thread-safe, cheap) whenever a request's push got no verdict within the budget;
         #: the site app wires its mode machine here (`note_push_missed`)
         self.on_push_missed: Callable[[], None] | None = None
-        #: the site's mode as the WAN monitor knows it now (the site app wires it): lets a charge
-        #: made while offline skip reading the journal back before the deferred push
-        self.site_mode: Callable[[], str] | None = None
         # A push missed its budget and no upload has been answered since: decide offline.
         self._missed = threading.Event()
         pusher.on_answered = self._missed.clear
@@ -211,13 +215,12 @@ class JournalCharging(Charging):
 
     def offline(self, db: sqlite_utils.Database) -> bool:
         """Decide alone: the site's mode is not `online`, or the last push missed its budget."""
-        return self._missed.is_set() or mode_of(read_state(db)) != "online"
+        return self._missed.is_set() or self.site_mode() != "online"
 
-    @staticmethod
-    def pushes_now(db: sqlite_utils.Database) -> bool:
+    def pushes_now(self) -> bool:
         """Whether `confirm` will push an entry written now at once (unless the site is known to
         be offline): then the entry is marked sent in its own transaction (store.journal.mark_sent)."""
-        return mode_of(read_state(db)) != "offline"
+        return self.site_mode() != "offline"
 
     def charge_for(self, db: sqlite_utils.Database, ask: ChargeAsk) -> tuple[ledger.Outcome, int | None]:
         """Decide locally (siteserver.domain.offline.decide: the online rule, or the mirrored
@@ -292,7 +295,7 @@ class JournalCharging(Charging):
             occurred_at=ask.occurred_at,
             flags=flags,
             ref=ask.ref,
-            sent=self.pushes_now(db),
+            sent=self.pushes_now(),
         )
         return ledger.Outcome(ask.txn_id, "applied", -ask.cost_cents, balance - ask.cost_cents), account_id
 
@@ -331,7 +334,7 @@ class JournalCharging(Charging):
             occurred_at=entry.occurred_at,
             flags=entry.flags,
             ref=entry.ref,
-            sent=self.pushes_now(db),
+            sent=self.pushes_now(),
         )
         return ledger.Outcome(entry.txn_id, "applied", entry.amount_cents, balance + entry.amount_cents)
 
@@ -340,7 +343,7 @@ class JournalCharging(Charging):
         return stored if found is None else found
 
     def mode(self, db: sqlite_utils.Database) -> str:
-        mode = mode_of(read_state(db))
+        mode = self.site_mode()
         return "offline" if mode == "online" and self._missed.is_set() else mode
 
     def _missed_budget(self, txn_ids: Sequence[str]) -> None:
@@ -358,22 +361,19 @@ class JournalCharging(Charging):
             self.db.write_sync(lambda d: jr.add_flags(d, txn_ids, (off.OFFLINE, "budget:missed")))
 
     async def confirm(self, txn_ids: Sequence[str]) -> dict[str, jr.Verdict] | None:
-        if self.site_mode is not None and self.site_mode() == "offline":
-            return None  # deferred, see below: the commit's answer stands as it is
-        rows, mode = await self.db.read(
-            # Only entries marked sent with their write: any other is the pusher's (it marks first).
-            lambda d: (
-                [r for r in jr.rows(d, txn_ids) if r.status == "pending" and r.sent],
-                mode_of(read_state(d)),
-            )
-        )
-        if not rows:
-            return {}
-        if mode == "offline":
+        if self.site_mode() == "offline":
             # The WAN monitor already knows no primary answers: spending the budget on a push that
             # cannot be answered would only slow the branch down. Same path, the push deferred:
             # the entries stay pending; the pusher merges them once the monitor sees the link back.
+            # Nothing is read back: the commit's answer stands as it is.
             return None
+        rows = await self.db.read(
+            # Only entries marked sent with their write: any other is the pusher's (it marks first).
+            lambda d: [r for r in jr.rows(d, txn_ids) if r.status == "pending" and r.sent],
+            snapshot=False,
+        )
+        if not rows:
+            return {}
         budget = self.budget_secs
         try:
             found = await asyncio.wait_for(asyncio.wrap_future(self.pusher.submit(rows, budget)), budget)

@@ -20,14 +20,18 @@ from typing import Any
 
 import sqlite_utils
 
-from siteserver.store.ledger import account_label
+from siteserver.store.ledger import account_label, account_label_sql
 
-# Pending entries come from the running total the triggers of migration m003 keep; entries the
-# primary applied beyond the mirrored last_seq from the partial index journal_merged.
-_UNSEEN = (
-    "SELECT COALESCE((SELECT pending_cents FROM journal_unmerged WHERE account = ?1), 0)"
-    " + (SELECT COALESCE(SUM(amount_cents), 0) FROM journal"
-    " WHERE account = ?1 AND status IN ('applied', 'duplicate') AND primary_seq > ?2)"
+# One statement (so one consistent read without a transaction around it): the mirrored balance,
+# the pending entries from the running total the triggers of migration m003 keep, and the entries
+# the primary applied beyond the mirrored last_seq from the partial index journal_merged.
+_LABEL = account_label_sql("a")
+_EFFECTIVE = (
+    "SELECT a.balance_cents"
+    f" + COALESCE((SELECT u.pending_cents FROM journal_unmerged u WHERE u.account = {_LABEL}), 0)"
+    " + (SELECT COALESCE(SUM(j.amount_cents), 0) FROM journal j"
+    f" WHERE j.account = {_LABEL} AND j.status IN ('applied', 'duplicate') AND j.primary_seq > a.last_seq)"
+    " FROM accounts a WHERE a.id = ?"
 )
 
 
@@ -83,15 +87,9 @@ def label_of(db: sqlite_utils.Database, account_id: int) -> str | None:
 
 def effective_balance(db: sqlite_utils.Database, account_id: int) -> int | None:
     """Mirrored balance + the journal entries the mirror has not seen (None: no such account).
-    Two indexed lookups whatever the length of the journal or of an outage."""
-    row = db.execute(
-        "SELECT kind, name, balance_cents, last_seq FROM accounts WHERE id = ?", [account_id]
-    ).fetchone()
-    if row is None:
-        return None
-    kind, name, balance, last_seq = row
-    unseen = db.execute(_UNSEEN, [account_label(kind, name), last_seq]).fetchone()[0]
-    return int(balance) + int(unseen)
+    One statement of indexed lookups, whatever the length of the journal or of an outage."""
+    row = db.execute(_EFFECTIVE, [account_id]).fetchone()
+    return None if row is None else int(row[0])
 
 
 def get(db: sqlite_utils.Database, txn_id: str) -> JournalRow | None:

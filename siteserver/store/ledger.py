@@ -193,3 +193,9 @@ def list_transactions(
 def account_label(kind: str, name: str) -> str:
     """How an account is named in transactions and reports: `user:alice`, `shared:Marketing`."""
     return f"{'user' if kind == 'personal' else 'shared'}:{name}"
+
+
+def account_label_sql(alias: str) -> str:
+    """`account_label` as an SQL expression over the accounts row `alias` (for a query that must
+    name the account in one statement; tests/test_ledger.py checks the two agree)."""
+    return f"(CASE {alias}.kind WHEN 'personal' THEN 'user:' ELSE 'shared:' END || {alias}.name)"
