@@ -278,7 +278,9 @@ INSERT INTO journal_unmerged (account, pending_cents, entries)
   SELECT R.account, SUM(R.amount_cents), count(*) FROM journal R WHERE R.status = 'pending'
   GROUP BY R.account;
 INSERT INTO offline_exposure (spender, cents)
-  SELECT '', SUM(-R.amount_cents) FROM journal R WHERE {_OFFLINE_CHARGE} HAVING count(*) > 0;
+  SELECT '', cost FROM
+    (SELECT SUM(-R.amount_cents) AS cost, count(*) AS n FROM journal R WHERE {_OFFLINE_CHARGE})
+  WHERE n > 0;
 INSERT INTO offline_exposure (spender, cents)
   SELECT spender, SUM(cost) FROM
     (SELECT {_SPENDER} AS spender, -R.amount_cents AS cost FROM journal R WHERE {_OFFLINE_CHARGE})
@@ -298,8 +300,8 @@ def m004_journal_sent(db: sqlite_utils.Database) -> None:
         db,
         """
 ALTER TABLE journal ADD COLUMN sent INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1));
--- Entries written before this column existed may all have left the site: count them as sent.
-UPDATE journal SET sent = 1;
+-- Pending entries written before this column existed may have left the site: in doubt.
+UPDATE journal SET sent = 1 WHERE status = 'pending';
 CREATE INDEX journal_in_doubt ON journal(account) WHERE status = 'pending' AND sent = 1;
 """,
     )

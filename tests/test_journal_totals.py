@@ -9,7 +9,9 @@ between a merge and a feed update). After every step:
 
 - the trigger-kept totals (`journal_unmerged`, `offline_exposure`) equal a brute-force sum over
   the journal;
-- nothing reaches the primary unless it was marked sent first (`store.journal.mark_sent`);
+- nothing reaches the primary unless it was marked sent first, and an upload carries the entry as
+  it is now (uploads go through the site's real `Pusher.push`; the model primary answers at the
+  HTTP client's boundary, tests/journalkit.py);
 - the effective balance of every account is exact: the mirrored balance plus every site charge
   the mirror does not contain, never one twice — also when an upload's answer was lost and the
   feed then shows the charge, because the mirror settles the entries in doubt before it applies
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlite_utils
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -34,6 +37,7 @@ from migrations.site import migrations
 from siteserver.site.mirror import SyncFailed, page_accounts, settle_in_doubt
 from siteserver.store import Database
 from siteserver.store import journal as jr
+from tests.journalkit import answered, pusher
 
 ACCOUNTS = {1: ("personal", "alice"), 2: ("personal", "bob"), 3: ("shared", "Offline Account")}
 LABELS = {1: "user:alice", 2: "user:bob", 3: "shared:Offline Account"}
@@ -98,6 +102,8 @@ class JournalMachine(RuleBasedStateMachine):
         self.mirror_upto = {a: 0 for a in ACCOUNTS}  # the seq each mirrored account row reflects
         self.entries: dict[str, tuple[int, int]] = {}  # txn_id -> (account id, amount), as journaled
         self.counter = 0
+        self._data: st.DataObject | None = None
+        self.pusher, _, self.stop = pusher(self.db, self._primary_answers)
 
         def seed(d: sqlite_utils.Database) -> None:
             for i, (kind, name) in ACCOUNTS.items():
@@ -110,6 +116,7 @@ class JournalMachine(RuleBasedStateMachine):
         self.db.write_sync(seed, fenced=False)
 
     def teardown(self) -> None:
+        self.stop.set()
         self.db.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -133,31 +140,38 @@ class JournalMachine(RuleBasedStateMachine):
         )
         self.entries[txn_id] = (account, amount)
 
-    def _primary_takes(self, data: st.DataObject, entries: list[jr.JournalRow]) -> dict[str, jr.Verdict]:
-        """The model primary's answers for an upload: applied (new seq), duplicate, or rejected."""
+    def _primary_answers(self, wire: list[dict[str, Any]], timeout: float) -> httpx.Response:
+        """The model primary takes an upload: applied (new seq), duplicate, or rejected, per
+        entry; then the answer may be lost on the way back."""
+        data = self._data
+        assert data is not None
+        local = {r.txn_id: r for r in self.db.read_sync(lambda d: jr.rows(d, [e["txn_id"] for e in wire]))}
         verdicts: dict[str, jr.Verdict] = {}
-        for e in entries:
-            assert e.sent, f"{e.txn_id} reached the primary without being marked sent"
-            account, amount = self.entries[e.txn_id]
-            if e.txn_id in self.primary.applied:
-                verdicts[e.txn_id] = jr.Verdict("duplicate", self.primary.applied[e.txn_id], 0)
+        for e in wire:
+            txn_id = e["txn_id"]
+            assert local[txn_id].sent, f"{txn_id} reached the primary without being marked sent"
+            account, amount = self.entries[txn_id]
+            assert (e["account"], e["amount_cents"]) == (LABELS[account], amount)
+            if txn_id in self.primary.applied:
+                verdicts[txn_id] = jr.Verdict("duplicate", self.primary.applied[txn_id], 0)
             elif data.draw(st.integers(0, 4), label="primary refuses") != 0:
                 seq = self.primary.add(account, amount)
-                self.primary.applied[e.txn_id] = seq
-                verdicts[e.txn_id] = jr.Verdict("applied", seq, 0)
+                self.primary.applied[txn_id] = seq
+                verdicts[txn_id] = jr.Verdict("applied", seq, 0)
             else:
-                verdicts[e.txn_id] = jr.Verdict("rejected", reason="insufficient balance")
-        return verdicts
+                verdicts[txn_id] = jr.Verdict("rejected", reason="insufficient balance")
+        if not data.draw(st.booleans(), label="answer arrives"):
+            raise httpx.ReadTimeout("the answer was lost")
+        return answered(verdicts)
 
     def _upload(self, data: st.DataObject, txn_ids: list[str]) -> dict[str, jr.Verdict] | None:
-        """What `Pusher.push` does: mark sent, upload, record; the answer may be lost (None)."""
-        self.db.write_sync(lambda d: jr.mark_sent(d, txn_ids), fenced=False)
+        """The site's real `Pusher.push` (mark sent, upload, record) against the model primary."""
         entries = self.db.read_sync(lambda d: jr.rows(d, txn_ids))
-        verdicts = self._primary_takes(data, entries)
-        answered = data.draw(st.booleans(), label="answer arrives")
-        found = verdicts if answered else {}
-        self.db.write_sync(lambda d: jr.record(d, txn_ids, found, now="2026-01-01T00:00:01Z"), fenced=False)
-        return verdicts if answered else None
+        self._data = data
+        try:
+            return self.pusher.push(entries, 1.0)
+        finally:
+            self._data = None
 
     # -- what happens at a site ---------------------------------------------------------------
 
@@ -282,7 +296,7 @@ TestJournalTotals.settings = settings(
 
 def test_migration_fills_totals_for_an_existing_journal(tmp_path: Path) -> None:
     """A site upgraded in the middle of an outage: m003 computes the totals of the entries
-    already journaled, then the triggers keep them."""
+    already journaled, then the triggers keep them; m004 counts their pending entries in doubt."""
     from sqlite_utils import Database as Raw
 
     raw = Raw(tmp_path / "site.db")
@@ -315,5 +329,9 @@ def test_migration_fills_totals_for_an_existing_journal(tmp_path: Path) -> None:
         )
         assert got[1] == {"": 140, "alice": 100, "bob": 40}
         assert got[2] == jr.OfflineSpend(140, "alice", 100)
+        # m004: the pending entries of the old journal may have left the site: in doubt.
+        doubt = db.read_sync(lambda d: [r.txn_id for r in jr.in_doubt(d)])
+        assert doubt == ["a1", "a2", "a3"]
+        assert db.read_sync(lambda d: [r.txn_id for r in jr.in_doubt(d, {"user:bob"})]) == ["a3"]
     finally:
         db.close()

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ PUSH_BATCH = 500
 BACKGROUND_TIMEOUT_SECS = 10.0
 #: threads uploading requests' entries; each takes every ask waiting when it starts (one upload)
 UPLOADERS = 3
+#: the shortest upload timeout, for a group whose budget is (almost) spent: still one real try
+MIN_UPLOAD_SECS = 0.05
 
 
 @dataclass(slots=True)
@@ -50,7 +53,7 @@ class _Ask:
     """A request's entries waiting for an uploader, and where its verdicts go."""
 
     entries: Sequence[jr.JournalRow]
-    timeout: float
+    deadline: float  # time.monotonic() by which the request stops waiting
     future: Future[dict[str, jr.Verdict] | None]
 
 
@@ -78,7 +81,6 @@ class Pusher:
             except RuntimeError:  # the database is closed: the site is stopping
                 return None
         ep = self.endpoints.current()
-        attempted = [e.txn_id for e in entries]
         verdicts: dict[str, jr.Verdict] | None = None
         try:
             r = ep.quick.upload_journal([e.wire() for e in entries], timeout=timeout)
@@ -101,7 +103,7 @@ class Pusher:
                     self.endpoints.failed(ep, None)
         found = verdicts or {}
         try:
-            self.db.write_sync(lambda d: jr.record(d, attempted, found, now=now_iso()), fenced=False)
+            self.db.write_sync(lambda d: jr.record(d, entries, found, now=now_iso()), fenced=False)
         except RuntimeError:  # the database is closed: the site is stopping
             return None
         if verdicts is None:
@@ -112,9 +114,10 @@ class Pusher:
         self, entries: Sequence[jr.JournalRow], timeout: float
     ) -> Future[dict[str, jr.Verdict] | None]:
         """A request's entries, uploaded together with every other request's waiting at the same
-        moment (group upload: one signed request, one primary transaction for all of them)."""
+        moment (group upload: one signed request, one primary transaction for all of them), within
+        `timeout` seconds from now (the time spent waiting for an uploader included)."""
         fut: Future[dict[str, jr.Verdict] | None] = Future()
-        self._asks.put(_Ask(entries, timeout, fut))
+        self._asks.put(_Ask(entries, time.monotonic() + timeout, fut))
         return fut
 
     def run_uploader(self) -> None:
@@ -139,8 +142,9 @@ class Pusher:
             if not group:
                 continue
             entries = list({e.txn_id: e for a in group for e in a.entries}.values())
+            left = min(a.deadline for a in group) - time.monotonic()
             try:
-                verdicts = self.push(entries, min(a.timeout for a in group))
+                verdicts = self.push(entries, max(left, MIN_UPLOAD_SECS))
             except Exception:
                 log.exception("journal upload failed")
                 verdicts = None
@@ -367,13 +371,13 @@ class JournalCharging(Charging):
             # the entries stay pending; the pusher merges them once the monitor sees the link back.
             # Nothing is read back: the commit's answer stands as it is.
             return None
-        rows = await self.db.read(
-            # Only entries marked sent with their write: any other is the pusher's (it marks first).
-            lambda d: [r for r in jr.rows(d, txn_ids) if r.status == "pending" and r.sent],
-            snapshot=False,
-        )
+        found_rows = await self.db.read(lambda d: jr.rows(d, txn_ids), snapshot=False)
+        # Answers the pusher may already have recorded since the commit count as this request's.
+        known = {r.txn_id: v for r in found_rows if (v := jr.verdict_of(r)) is not None}
+        # Only entries marked sent with their write: any other is the pusher's (it marks first).
+        rows = [r for r in found_rows if r.status == "pending" and r.sent]
         if not rows:
-            return {}
+            return known
         budget = self.budget_secs
         try:
             found = await asyncio.wait_for(asyncio.wrap_future(self.pusher.submit(rows, budget)), budget)
@@ -383,8 +387,8 @@ class JournalCharging(Charging):
             found = None
         if found is None:
             await asyncio.to_thread(self._missed_budget, [r.txn_id for r in rows])
-            return {}
-        return found
+            return known
+        return {**known, **found}
 
 
 def _state(db: sqlite_utils.Database, account_id: int) -> AccountState:

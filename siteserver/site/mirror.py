@@ -134,23 +134,28 @@ def page_accounts(db: sqlite_utils.Database, changes: list[dict[str, Any]]) -> s
         if isinstance(row, dict) and isinstance(row.get("kind"), str) and isinstance(row.get("name"), str):
             labels.add(account_label(row["kind"], row["name"]))
         pk = ch.get("pk")
-        if isinstance(pk, list) and len(pk) == 1:
+        if isinstance(pk, list) and len(pk) == 1 and isinstance(pk[0], int):
             known = db.execute("SELECT kind, name FROM accounts WHERE id = ?", [pk[0]]).fetchone()
             if known is not None:
                 labels.add(account_label(known[0], known[1]))
     return labels
 
 
+class SettleFailed(SyncFailed):
+    """The primary did not answer for entries in doubt: the page waits. Not the feed endpoint's
+    failure (the upload's own endpoint handling already counted it)."""
+
+
 def settle_in_doubt(db: Database, accounts: set[str] | None, settle: Settle) -> int:
     """Get the primary's answer for every entry in doubt of these accounts (None: all) before
-    their rows from the primary are applied; raises SyncFailed when it does not answer for all.
-    Returns how many entries were settled."""
+    their rows from the primary are applied; raises SettleFailed when it does not answer for
+    all. Returns how many entries were settled."""
     rows = db.read_sync(lambda d: jr.in_doubt(d, accounts))
     for i in range(0, len(rows), SETTLE_BATCH):
         chunk = rows[i : i + SETTLE_BATCH]
         verdicts = settle(chunk)
         if verdicts is None or any(r.txn_id not in verdicts for r in chunk):
-            raise SyncFailed(
+            raise SettleFailed(
                 f"the primary did not answer for {len(rows)} journal entries in doubt: "
                 "the feed waits until they are settled"
             )
@@ -203,7 +208,8 @@ def bootstrap(
     """Replace the mirror's contents with a snapshot, streamed and written in batches; returns the
     cursor. The cursor (and `bootstrapped_at`) are stored only with the last batch, after the end
     line arrived: a bootstrap cut short leaves the site marked as not bootstrapped. Every entry in
-    doubt is settled once the snapshot's begin line is in (its read began before)."""
+    doubt is settled after the whole stream is in and before the cursor is stored (the stream
+    is not held open meanwhile)."""
     request = client.build("GET", SNAPSHOT_PATH)
     response = client.http.send(request, stream=True)
     try:
@@ -214,8 +220,6 @@ def bootstrap(
         begin = next(lines, None)
         if begin is None or begin.get("type") != "begin":
             raise SyncFailed("snapshot did not start with a begin line")
-        if settle is not None:
-            settle_in_doubt(db, None, settle)
         batch: list[tuple[str, dict[str, Any]]] = []
         cleared = False
         received = 0
@@ -258,6 +262,8 @@ def bootstrap(
             elif kind == "end":
                 if int(item.get("rows", received)) != received:
                     raise SyncFailed(f"snapshot ended after {received} rows, announced {item.get('rows')}")
+                if settle is not None:  # the snapshot's read began before its begin line was sent
+                    settle_in_doubt(db, None, settle)
                 write(item)
                 log.info("mirror bootstrapped: %d rows at cursor %s", received, item["cursor"])
                 return int(item["cursor"])
@@ -421,7 +427,8 @@ class Mirror:
         try:
             cursor = self.pull(ep, 0)
         except (httpx.HTTPError, SyncFailed) as e:
-            self.endpoints.failed(ep, getattr(e, "status", None))
+            if not isinstance(e, SettleFailed):
+                self.endpoints.failed(ep, getattr(e, "status", None))
             raise
         self.endpoints.ok(ep)
         return cursor
@@ -436,7 +443,8 @@ class Mirror:
             except Exception as e:
                 if self.stop.is_set():
                     return
-                self.endpoints.failed(ep, getattr(e, "status", None))
+                if not isinstance(e, SettleFailed):  # the upload already judged its own endpoint
+                    self.endpoints.failed(ep, getattr(e, "status", None))
                 if isinstance(e, (httpx.HTTPError, SyncFailed)):
                     log.warning("sync with %s failed: %s", ep.url, e or type(e).__name__)
                 else:

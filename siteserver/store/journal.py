@@ -133,7 +133,8 @@ def append(
 ) -> None:
     """A new pending entry (or a rejected one tried again: the primary keeps no trace of a
     rejection, so the same txn_id may be sent again, e.g. a held job released once more).
-    `sent`: it is pushed as soon as this transaction commits (see `mark_sent`)."""
+    `sent`: it is pushed as soon as this transaction commits (see `mark_sent`); an entry once
+    sent stays sent (an upload of its earlier version may still be on its way)."""
     seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
     db.execute(
         "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at,"
@@ -142,7 +143,7 @@ def append(
         " amount_cents = excluded.amount_cents, kind = excluded.kind,"
         " enforcement = excluded.enforcement, occurred_at = excluded.occurred_at,"
         " flags = excluded.flags, ref = excluded.ref, status = 'pending', primary_seq = NULL,"
-        " primary_balance_cents = NULL, reason = NULL, sent = excluded.sent"
+        " primary_balance_cents = NULL, reason = NULL, sent = MAX(journal.sent, excluded.sent)"
         " WHERE journal.status = 'rejected'",
         [
             txn_id,
@@ -163,6 +164,13 @@ def mark_sent(db: sqlite_utils.Database, txn_ids: Iterable[str]) -> None:
     """Committed before an upload leaves: from then on the primary may hold these entries, and
     until their answer is recorded they are in doubt (`in_doubt`)."""
     db.conn.executemany("UPDATE journal SET sent = 1 WHERE txn_id = ? AND sent = 0", [[t] for t in txn_ids])
+
+
+def verdict_of(row: JournalRow) -> Verdict | None:
+    """The primary's answer already recorded for an entry (None while it is pending)."""
+    if row.status == "pending":
+        return None
+    return Verdict(row.status, row.primary_seq, row.primary_balance_cents, row.reason)
 
 
 def in_doubt(db: sqlite_utils.Database, accounts: Iterable[str] | None = None) -> list[JournalRow]:
@@ -192,22 +200,30 @@ class Verdict:
 
 
 def record(
-    db: sqlite_utils.Database, attempted: Sequence[str], verdicts: Mapping[str, Verdict], *, now: str
+    db: sqlite_utils.Database,
+    attempted: Sequence[JournalRow],
+    verdicts: Mapping[str, Verdict],
+    *,
+    now: str,
 ) -> None:
-    """Store the primary's answers; entries attempted without an answer stay pending. Only a
-    pending entry changes: an answer arriving twice (the pusher and a request) is harmless."""
-    for txn_id in attempted:
-        v = verdicts.get(txn_id)
+    """Store the primary's answers for the entries as they were uploaded; entries attempted
+    without an answer stay pending. Only a pending entry with the uploaded account and amount
+    changes: an answer arriving twice (the pusher and a request) is harmless, and an answer for an
+    earlier version of a re-written entry (rejected, then released again) is not taken for the
+    answer to the new one."""
+    for e in attempted:
+        v = verdicts.get(e.txn_id)
         if v is None:
             db.execute(
                 "UPDATE journal SET attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ?",
-                [now, txn_id],
+                [now, e.txn_id],
             )
             continue
         db.execute(
             "UPDATE journal SET status = ?, primary_seq = ?, primary_balance_cents = ?, reason = ?,"
-            " attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ? AND status = 'pending'",
-            [v.status, v.seq, v.balance_cents, v.reason, now, txn_id],
+            " attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ? AND status = 'pending'"
+            " AND account = ? AND amount_cents = ?",
+            [v.status, v.seq, v.balance_cents, v.reason, now, e.txn_id, e.account, e.amount_cents],
         )
 
 

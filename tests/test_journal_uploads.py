@@ -1,0 +1,157 @@
+"""Grouped journal uploads (`Pusher.submit` / `run_uploader`, siteserver/site/charging.py): the
+requests waiting when an uploader starts go out as one upload, each request gets its own
+verdicts, a request that gave up is left out, a failed upload answers every request None, and
+the upload's timeout is what is left of the requests' budget. The primary's answers come from
+tests/journalkit.py (a test double at the HTTP client's boundary: an upload has to be held
+open on purpose here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlite_utils
+
+from migrations.site import migrations
+from siteserver.site.charging import Pusher
+from siteserver.store import Database
+from siteserver.store import journal as jr
+from tests.journalkit import Answer, answered, pusher
+
+
+@pytest.fixture
+def site_db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh site database with pending entries t1..t6 on alice's account."""
+    db = Database(tmp_path / "site.db")
+    db.open(migrations)
+
+    def fill(d: sqlite_utils.Database) -> None:
+        for i in range(1, 7):
+            jr.append(
+                d,
+                txn_id=f"t{i}",
+                account="user:alice",
+                amount_cents=-10 * i,
+                kind="copy",
+                enforcement="fact",
+                occurred_at="2026-01-01T00:00:00Z",
+            )
+
+    db.write_sync(fill, fenced=False)
+    yield db
+    db.close()
+
+
+class Primary:
+    """Applies everything it gets; the first upload waits until `release` is set."""
+
+    def __init__(self) -> None:
+        self.uploads: list[list[str]] = []
+        self.timeouts: list[float] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.seq = 0
+
+    def __call__(self, wire: list[dict[str, Any]], timeout: float) -> httpx.Response:
+        self.uploads.append([e["txn_id"] for e in wire])
+        self.timeouts.append(timeout)
+        if len(self.uploads) == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        verdicts = {}
+        for e in wire:
+            self.seq += 1
+            verdicts[e["txn_id"]] = jr.Verdict("applied", self.seq, 0)
+        return answered(verdicts)
+
+
+def run_uploader(p: Pusher) -> threading.Thread:
+    t = threading.Thread(target=p.run_uploader, daemon=True)
+    t.start()
+    return t
+
+
+def rows(db: Database, *txn_ids: str) -> list[jr.JournalRow]:
+    return db.read_sync(lambda d: jr.rows(d, txn_ids))
+
+
+def test_requests_waiting_together_go_out_as_one_upload(site_db: Database) -> None:
+    primary = Primary()
+    p, _, stop = pusher(site_db, primary)
+    thread = run_uploader(p)
+    try:
+        first = p.submit(rows(site_db, "t1"), 5)
+        assert primary.entered.wait(5)
+        # While the first upload is held open, three more requests arrive; one gives up.
+        second = p.submit(rows(site_db, "t2"), 5)
+        gave_up = p.submit(rows(site_db, "t3"), 5)
+        third = p.submit(rows(site_db, "t4", "t5"), 5)
+        assert gave_up.cancel()
+        primary.release.set()
+        assert set(first.result(5) or {}) == {"t1"}
+        assert set(second.result(5) or {}) == {"t2"}
+        assert set(third.result(5) or {}) == {"t4", "t5"}
+        assert gave_up.cancelled()
+        assert primary.uploads == [["t1"], ["t2", "t4", "t5"]]
+        # Marked sent before they left, answered after; t3 (given up) never left.
+        status = {r.txn_id: (r.status, r.sent) for r in rows(site_db, "t1", "t2", "t3", "t4", "t5")}
+        assert status == {
+            "t1": ("applied", True),
+            "t2": ("applied", True),
+            "t3": ("pending", False),
+            "t4": ("applied", True),
+            "t5": ("applied", True),
+        }
+    finally:
+        stop.set()
+        primary.release.set()
+        thread.join(5)
+
+
+def test_a_failed_upload_answers_every_request_none(site_db: Database) -> None:
+    def broken(wire: list[dict[str, Any]], timeout: float) -> httpx.Response:
+        raise RuntimeError("a bug in the upload path")
+
+    def lost(wire: list[dict[str, Any]], timeout: float) -> httpx.Response:
+        raise httpx.ReadTimeout("the answer was lost")
+
+    answers: list[Answer] = [broken, lost]
+    for answer in answers:
+        p, endpoints, stop = pusher(site_db, answer)
+        thread = run_uploader(p)
+        try:
+            a = p.submit(rows(site_db, "t1"), 5)
+            b = p.submit(rows(site_db, "t2"), 5)
+            assert a.result(5) is None and b.result(5) is None
+            # The uploader survived: it takes the next request too.
+            assert p.submit(rows(site_db, "t6"), 5).result(5) is None
+        finally:
+            stop.set()
+            thread.join(5)
+        assert [r.status for r in rows(site_db, "t1", "t2", "t6")] == ["pending"] * 3
+        if answer is lost:
+            assert endpoints.failures >= 1  # a network failure counts against the endpoint
+
+
+def test_the_upload_gets_what_is_left_of_the_budget(site_db: Database) -> None:
+    primary = Primary()
+    p, _, stop = pusher(site_db, primary)
+    thread = run_uploader(p)
+    try:
+        first = p.submit(rows(site_db, "t1"), 5)
+        assert primary.entered.wait(5)
+        waiting = p.submit(rows(site_db, "t2"), 0.5)
+        time.sleep(0.3)  # t2 waits for an uploader for most of its budget
+        primary.release.set()
+        assert first.result(5) is not None and waiting.result(5) is not None
+        assert primary.timeouts[0] == pytest.approx(5, abs=0.5)
+        assert 0.0 < primary.timeouts[1] <= 0.25, primary.timeouts
+    finally:
+        stop.set()
+        primary.release.set()
+        thread.join(5)
