@@ -593,15 +593,11 @@ class FaultProxyProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM and wait; the exit code (0 after a clean stop)."""
+        from siteserver.launch import terminate
+
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        code = self.proc.wait()
+        code = terminate(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

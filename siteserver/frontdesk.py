@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlite_utils
 
@@ -41,6 +41,7 @@ from siteserver.domain import (
     SecretHasher,
     SessionRegistry,
     Unauthorized,
+    found,
     quote_print,
     quote_usage,
     releasable_at,
@@ -55,7 +56,6 @@ from siteserver.store.settings import get_policies
 from siteserver.timeutil import now_iso, utcnow
 
 _CRED_CACHE_SECS = 2.0
-T = TypeVar("T")
 
 
 class ReleaseSignal:
@@ -272,9 +272,7 @@ class FrontDesk:
         username = self._session_user(device, session_id)
 
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
-            printer = _found(
-                catalog.get_printer(db, device.printer), "this device's printer no longer exists"
-            )
+            printer = found(catalog.get_printer(db, device.printer), "this device's printer no longer exists")
             findme = catalog.findme_queues(db, device.site_ids)
             out = []
             for j in jobs.held_jobs_of(db, username):
@@ -307,9 +305,7 @@ class FrontDesk:
             now = now_iso()
             user = acc.require_user(db, username)
             balance = self.charging.balance(db, user.account_id, user.balance_cents)
-            printer = _found(
-                catalog.get_printer(db, device.printer), "this device's printer no longer exists"
-            )
+            printer = found(catalog.get_printer(db, device.printer), "this device's printer no longer exists")
             findme = catalog.findme_queues(db, device.site_ids)
             results = []
             for job_uuid in dict.fromkeys(str(j) for j in body.job_ids):
@@ -347,7 +343,7 @@ class FrontDesk:
                     ref=j.job_id,
                 )
                 out, account_id = self.charging.charge_for(db, ask)
-                _raise_conflict(out)
+                out.raise_if_conflict()
                 if out.status == "denied" or account_id is None:
                     bal = out.balance_after_cents if out.balance_after_cents is not None else balance
                     results.append(_result(job_uuid, "denied", out.reason, q.cost_cents, bal))
@@ -414,9 +410,7 @@ class FrontDesk:
         def work(db: sqlite_utils.Database) -> dict[str, Any]:
             now = now_iso()
             user = acc.require_user(db, username)
-            printer = _found(
-                catalog.get_printer(db, device.printer), "this device's printer no longer exists"
-            )
+            printer = found(catalog.get_printer(db, device.printer), "this device's printer no longer exists")
             q = quote_usage(
                 printer.model, kind=body.kind, pages=body.pages, color=body.color, duplex=body.duplex
             )
@@ -433,7 +427,7 @@ class FrontDesk:
                 ref=device.ident,
             )
             out, account_id = self.charging.charge_for(db, ask)
-            _raise_conflict(out)
+            out.raise_if_conflict()
             if out.status == "denied" or account_id is None:
                 raise Forbidden(out.reason or "account not allowed")
             charged_to.append(account_id)
@@ -620,12 +614,6 @@ def _serves(db: sqlite_utils.Database, cred: MachineCredential, j: jobs.Job) -> 
     return bool(members & set(cred.printers))
 
 
-def _found(value: T | None, missing: str) -> T:
-    if value is None:
-        raise NotFound(missing)
-    return value
-
-
 def _result(job_id: str, status: str, reason: str | None, cost: int, balance: int) -> dict[str, Any]:
     return {
         "job_id": job_id,
@@ -638,11 +626,6 @@ def _result(job_id: str, status: str, reason: str | None, cost: int, balance: in
 
 def _refused(ask: ChargeAsk, reason: str | None) -> ledger.Outcome:
     return ledger.Outcome(ask.txn_id, "denied", -ask.cost_cents, reason=reason)
-
-
-def _raise_conflict(out: ledger.Outcome) -> None:
-    if out.status == "conflict":
-        raise Conflict(f"txn_id {out.txn_id} was already used for a different account or amount")
 
 
 def _job_answer(j: jobs.Job) -> dict[str, Any]:

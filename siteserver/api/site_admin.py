@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from siteserver.site.mirror import SyncFailed, read_state
-from siteserver.site.status import journal_counts, mode_of, site_status
+from siteserver.site.status import mode_of, site_status
+from siteserver.store import journal
 
 from . import models as m
 from .auth import Admin
@@ -131,4 +132,4 @@ async def merge_now(_: Admin, request: Request) -> Any:
         pushed += sent
         if sent == 0:
             break
-    return {"pushed": pushed, "journal": await site.db.read(journal_counts)}
+    return {"pushed": pushed, "journal": await site.db.read(journal.counts)}

@@ -13,6 +13,7 @@ from .errors import (
     NotActive,
     NotFound,
     Unauthorized,
+    found,
 )
 from .jobs import JobStatus, QueueTarget, is_expired, releasable_at, resolve_queue
 from .ledger import AccountState, Enforcement, Verdict, authorize
@@ -47,6 +48,7 @@ __all__ = [
     "Verdict",
     "authorize",
     "format_cents",
+    "found",
     "is_expired",
     "new_token",
     "percent_of",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class DomainError(Exception):
     """Base of every refusal the core makes; `code` is the stable machine-readable name."""
@@ -17,6 +21,13 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     code = "not_found"
+
+
+def found(value: T | None, missing: str) -> T:
+    """`value`, or NotFound(`missing`) when there is none."""
+    if value is None:
+        raise NotFound(missing)
+    return value
 
 
 class Conflict(DomainError):

@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from migrations.primary import migrations
 from siteserver import logs
-from siteserver.api import device, errors, health, primary_admin, provider, sync
+from siteserver.api import device, health, primary_admin, provider, sync
+from siteserver.api.application import build_app
 from siteserver.config import PrimaryConfig
 from siteserver.domain import Lockout, SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
@@ -131,22 +132,18 @@ class PrimaryServer:
         self.db.close()
 
     def app(self) -> FastAPI:
-        app = FastAPI(
+        app = build_app(
             title="siteserver primary",
-            version="1",
             description="The primary application server: administration, device and print provider "
             "APIs, health for the load balancer, and the sync API for site servers. See CONTRACT.md.",
+            routers=(device.router, provider.router, health.router, primary_admin.router, sync.router),
+            config=self.config,
+            admin_token=self.admin_token,
+            health_key=self.health_key,
+            guard=self.guard,
+            backend=self.service,
+            sync=self.sync,
         )
-        app.state.config = self.config
-        app.state.admin_token = self.admin_token
-        app.state.health_key = self.health_key
-        app.state.guard = self.guard
-        app.state.backend = self.service
-        app.state.sync = self.sync
-        errors.install(app)
-        # Device routes first: they are the hot path, and route matching walks the list in order.
-        for r in (device.router, provider.router, health.router, primary_admin.router, sync.router):
-            app.include_router(r)
         app.add_middleware(ActiveOnly, guard=self.guard)
         return app
 

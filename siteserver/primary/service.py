@@ -12,20 +12,19 @@ import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlite_utils
 
 from siteserver.api import models as m
 from siteserver.domain import (
-    Conflict,
     Enforcement,
     Invalid,
     Lockout,
-    NotFound,
     OfflinePolicies,
     SecretHasher,
     SessionRegistry,
+    found,
     new_token,
     token_digest,
 )
@@ -33,8 +32,6 @@ from siteserver.frontdesk import FrontDesk, LedgerCharging
 from siteserver.store import Database, catalog, jobs, ledger, settings
 from siteserver.store import accounts as acc
 from siteserver.timeutil import now_iso
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -69,11 +66,6 @@ class PrimaryService:
 
     async def _hash(self, secret: str) -> str:
         return await asyncio.get_running_loop().run_in_executor(self.hashing, self.hasher.hash, secret)
-
-    async def _verify(self, secret: str, encoded: str | None) -> bool:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.hashing, self.hasher.verify, secret, encoded
-        )
 
     # -- administration ----------------------------------------------------------------------
 
@@ -163,7 +155,7 @@ class PrimaryService:
                 comment=body.comment or None,
             )
             (out,) = ledger.apply(db, [entry], epoch=self.epoch_of(), applied_at=now)
-            _raise_conflict(out)
+            out.raise_if_conflict()
             # A repeat of the same txn_id answers exactly what the first call answered.
             return {"txn_id": body.txn_id, "status": "applied", "balance_cents": out.balance_after_cents}
 
@@ -181,15 +173,15 @@ class PrimaryService:
                 now=now,
             )
             self._set_balance(db, account_id, body.balance_cents, "initial_balance", now)
-            found = acc.get_shared_account(db, body.name)
-            assert found is not None
-            return found.public()
+            created = acc.get_shared_account(db, body.name)
+            assert created is not None
+            return created.public()
 
         return await self.db.write(work)
 
     async def get_shared_account(self, name: str) -> dict[str, Any]:
-        found = await self.db.read(lambda db: acc.get_shared_account(db, name))
-        return _found(found, f"no shared account named {name!r}").public()
+        account = await self.db.read(lambda db: acc.get_shared_account(db, name))
+        return found(account, f"no shared account named {name!r}").public()
 
     async def create_printer(self, body: m.PrinterCreate) -> dict[str, Any]:
         from siteserver.domain import CostModel, PrinterModel
@@ -205,8 +197,8 @@ class PrimaryService:
         return printer.public()
 
     async def get_printer(self, name: str) -> dict[str, Any]:
-        found = await self.db.read(lambda db: catalog.get_printer(db, name))
-        return _found(found, f"no printer named {name!r}").public()
+        printer = await self.db.read(lambda db: catalog.get_printer(db, name))
+        return found(printer, f"no printer named {name!r}").public()
 
     async def create_site(self, body: m.SiteCreate) -> dict[str, Any]:
         token = new_token("enr")
@@ -262,14 +254,3 @@ class PrimaryService:
         return {"transactions": rows, "next_seq": next_seq}
 
     # -- scheduled ---------------------------------------------------------------------------
-
-
-def _found(value: T | None, missing: str) -> T:
-    if value is None:
-        raise NotFound(missing)
-    return value
-
-
-def _raise_conflict(out: ledger.Outcome) -> None:
-    if out.status == "conflict":
-        raise Conflict(f"txn_id {out.txn_id} was already used for a different account or amount")

@@ -22,13 +22,14 @@ from fastapi import FastAPI
 import siteserver
 from migrations.site import migrations
 from siteserver import logs
-from siteserver.api import device, errors, provider, site_admin
+from siteserver.api import device, provider, site_admin
+from siteserver.api.application import build_app
 from siteserver.config import SiteConfig
 from siteserver.domain import Lockout, SecretHasher, SessionRegistry
 from siteserver.frontdesk import FrontDesk
 from siteserver.keys import load_or_create_token
 from siteserver.serving import serve
-from siteserver.store import Database
+from siteserver.store import Database, journal
 from siteserver.timeutil import now_iso
 
 from .charging import BACKGROUND_TIMEOUT_SECS, UPLOADERS, JournalCharging, Pusher, recover_releasing
@@ -140,12 +141,7 @@ class SiteServer:
 
     def heartbeat_once(self) -> None:
         ep = self.endpoints.current()
-        state, backlog = self.db.read_sync(
-            lambda d: (
-                read_state(d),
-                d.execute("SELECT count(*) FROM journal WHERE status = 'pending'").fetchone()[0],
-            )
-        )
+        state, backlog = self.db.read_sync(lambda d: (read_state(d), journal.pending_count(d)))
         try:
             r = ep.quick.heartbeat(mode_of(state), int(backlog), siteserver.__version__)
         except Exception as e:
@@ -192,22 +188,16 @@ class SiteServer:
         self.db.close()
 
     def app(self) -> FastAPI:
-        app = FastAPI(
+        return build_app(
             title="siteserver site",
-            version="1",
             description="A branch site server: the device and print provider APIs served from its own "
             "store, its health URL and site administration. See CONTRACT.md.",
+            routers=(device.router, provider.router, site_admin.health_router, site_admin.router),
+            admin_token=self.admin_token,
+            db=self.db,
+            site=self,
+            backend=self.desk,
         )
-        app.state.config = self.config
-        app.state.admin_token = self.admin_token
-        app.state.db = self.db
-        app.state.site = self
-        app.state.backend = self.desk
-        errors.install(app)
-        # Device routes first: they are the hot path, and route matching walks the list in order.
-        for r in (device.router, provider.router, site_admin.health_router, site_admin.router):
-            app.include_router(r)
-        return app
 
 
 def run(config: SiteConfig) -> int:

@@ -29,7 +29,7 @@ import sqlite_utils
 
 from siteserver.config import Wan
 from siteserver.domain.modes import RECONCILING, ModeMachine, Transition
-from siteserver.store import Database
+from siteserver.store import Database, journal
 from siteserver.timeutil import now_iso
 
 from .mirror import Endpoint, Endpoints, read_state, set_state
@@ -158,12 +158,8 @@ class WanMonitor:
         if missed:
             self._apply(self.machine.push_missed())
         self._apply(self.machine.round(any(s == "active" for s in states.values())))
-        if self.machine.mode == RECONCILING:
-            pending = self.db.read_sync(
-                lambda d: d.execute("SELECT count(*) FROM journal WHERE status = 'pending'").fetchone()[0]
-            )
-            if int(pending) == 0:
-                self._apply(self.machine.drained())
+        if self.machine.mode == RECONCILING and self.db.read_sync(journal.pending_count) == 0:
+            self._apply(self.machine.drained())
         self.rounds += 1
         return states
 

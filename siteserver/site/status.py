@@ -19,15 +19,6 @@ def mode_of(state: dict[str, str]) -> str:
     return state.get("mode", DEFAULT_MODE)
 
 
-def journal_counts(db: sqlite_utils.Database) -> dict[str, int]:
-    counts = dict(db.execute("SELECT status, count(*) FROM journal GROUP BY status").fetchall())
-    return {
-        "pending": int(counts.get("pending", 0)),
-        "merged": int(counts.get("applied", 0)) + int(counts.get("duplicate", 0)),
-        "rejected": int(counts.get("rejected", 0)),
-    }
-
-
 def outages(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Each stretch that began with a change to offline and ended with the next change to online."""
     found: list[dict[str, Any]] = []
@@ -41,10 +32,7 @@ def outages(db: sqlite_utils.Database) -> list[dict[str, Any]]:
             current = None
     for o in found:
         until = o["ended_at"] or now_iso()
-        o["offline_transactions"] = db.execute(
-            "SELECT count(*) FROM journal WHERE occurred_at >= ? AND occurred_at <= ?",
-            [o["started_at"], until],
-        ).fetchone()[0]
+        o["offline_transactions"] = journal.count_between(db, o["started_at"], until)
     return found
 
 
@@ -75,7 +63,7 @@ def site_status(
             "last_sync_at": last,
             "lag_secs": lag,
         },
-        "journal": journal_counts(db),
+        "journal": journal.counts(db),
         "outages": outages(db),
         "offline_exposure": offline_exposure(db, caps or Offline()),
     }

@@ -92,6 +92,29 @@ def effective_balance(db: sqlite_utils.Database, account_id: int) -> int | None:
     return None if row is None else int(row[0])
 
 
+def pending_count(db: sqlite_utils.Database) -> int:
+    """How many entries the primary has not answered yet (the backlog), from the running totals."""
+    return int(db.execute("SELECT COALESCE(SUM(entries), 0) FROM journal_unmerged").fetchone()[0])
+
+
+def counts(db: sqlite_utils.Database) -> dict[str, int]:
+    """The journal by answer: `pending`, `merged` (applied or duplicate), `rejected`."""
+    found = dict(db.execute("SELECT status, count(*) FROM journal GROUP BY status").fetchall())
+    return {
+        "pending": int(found.get("pending", 0)),
+        "merged": int(found.get("applied", 0)) + int(found.get("duplicate", 0)),
+        "rejected": int(found.get("rejected", 0)),
+    }
+
+
+def count_between(db: sqlite_utils.Database, since: str, until: str) -> int:
+    """Entries that occurred between two ISO times (inclusive): an outage's transactions."""
+    row = db.execute(
+        "SELECT count(*) FROM journal WHERE occurred_at >= ? AND occurred_at <= ?", [since, until]
+    ).fetchone()
+    return int(row[0])
+
+
 def get(db: sqlite_utils.Database, txn_id: str) -> JournalRow | None:
     r = db.execute(f"SELECT {_COLS} FROM journal WHERE txn_id = ?", [txn_id]).fetchone()
     return None if r is None else _row(r)

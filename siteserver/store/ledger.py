@@ -13,7 +13,7 @@ from typing import Literal
 
 import sqlite_utils
 
-from siteserver.domain import AccountState, Enforcement, authorize
+from siteserver.domain import AccountState, Conflict, Enforcement, authorize
 
 ApplyStatus = Literal["applied", "duplicate", "denied", "conflict"]
 _CHUNK = 500
@@ -41,6 +41,11 @@ class Outcome:
     balance_after_cents: int | None = None  # for duplicates: the first answer's balance
     seq: int | None = None
     reason: str | None = None
+
+    def raise_if_conflict(self) -> None:
+        """A txn_id reused for another account or amount is the caller's error (409)."""
+        if self.status == "conflict":
+            raise Conflict(f"txn_id {self.txn_id} was already used for a different account or amount")
 
 
 @dataclass(slots=True)
