@@ -5,16 +5,20 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from migrations.primary import migrations
 from siteserver.launch import RoleProcess, free_port, health_url, primary_config
 from siteserver.store import Database
+from sync import signing
+from sync.client import enroll
 
 
 @dataclass
@@ -56,6 +60,13 @@ class Primary:
             time.sleep(0.05)
         raise TimeoutError("primary did not become active:\n" + self.process.log_tail())
 
+    def restart(self, log: Path) -> None:
+        """Start it again (after a kill) on its configuration and port, logging to `log`, and
+        wait until it is active."""
+        self.process = RoleProcess("primary", self.process.config, self.process.port, log).start()
+        self.process.wait_listening()
+        self.wait_active()
+
 
 def start_primary(
     tmp: Path,
@@ -68,8 +79,10 @@ def start_primary(
     health_key: str | None = None,
     wait_active: bool = True,
     port: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Primary:
-    """`port`: reuse a port, e.g. to restart a killed primary where its sites expect it."""
+    """`port`: reuse a port, e.g. to restart a killed primary where its sites expect it;
+    `extra`: more top-level configuration keys."""
     port = port or free_port()
     database = database or tmp / "primary.db"
     admin_token = admin_token or secrets.token_urlsafe(24)
@@ -83,6 +96,7 @@ def start_primary(
         health_key=health_key,
         guard=guard,
         fail_over_interval_secs=fail_over_interval_secs,
+        extra=extra,
     )
     proc = RoleProcess("primary", cfg, port, tmp / f"{name}.log").start()
     p = Primary(proc, admin_token, health_key, tmp / name, database)
@@ -166,13 +180,80 @@ def world(primary: Primary) -> World:
     return World(dev["token"], cdev["token"], prov["token"])
 
 
+def add_one_printer(admin: httpx.Client, *, hold: bool) -> tuple[str, str]:
+    """Printer mono-1 at site s1 (10 c mono, 50 c color), device mfd-1 at it and provider ps-1
+    serving it, created with the admin client: (the device's token, the provider's token)."""
+    admin.post(
+        "/api/admin/v1/printers",
+        json={
+            "name": "mono-1",
+            "site_id": "s1",
+            "color": False,
+            "duplex": True,
+            "hold": hold,
+            "cost": {"mono_page_cents": 10, "color_page_cents": 50},
+        },
+    ).raise_for_status()
+    dev = admin.post("/api/admin/v1/devices", json={"device_id": "mfd-1", "printer": "mono-1"})
+    dev.raise_for_status()
+    prov = admin.post("/api/admin/v1/providers", json={"provider_id": "ps-1", "printers": ["mono-1"]})
+    prov.raise_for_status()
+    return dev.json()["token"], prov.json()["token"]
+
+
+def new_site(primary: Primary, site_id: str = "branch-01") -> str:
+    """A site created through the admin API (201); its one-time enrollment token."""
+    with primary.admin() as c:
+        r = c.post("/api/admin/v1/sites", json={"site_id": site_id, "name": "Branch one"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["enrollment_token"])
+
+
+def enroll_new_site(primary: Primary, site_id: str = "branch-01") -> tuple[Ed25519PrivateKey, dict[str, Any]]:
+    """A new site enrolled over the sync API (200) with a fresh key: (the key, the answer's body)."""
+    token = new_site(primary, site_id)
+    key = signing.generate_key()
+    r = enroll(primary.url, site_id, token, signing.public_key_text(key))
+    assert r.status_code == 200, r.text
+    return key, r.json()
+
+
+def site_row(primary: Primary, site_id: str) -> dict[str, Any]:
+    """The site's row in the admin API's list of sites."""
+    with primary.admin() as c:
+        rows = c.get("/api/admin/v1/sites").json()["sites"]
+    return dict(next(s for s in rows if s["site_id"] == site_id))
+
+
+@contextmanager
+def open_database(path: Path, migrations: Any = None) -> Iterator[Database]:
+    """A `Database` on `path`, opened with these migrations, closed on the way out."""
+    db = Database(path)
+    db.open(migrations)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 @pytest.fixture
 def fresh_db(tmp_path: Path) -> Iterator[Database]:
     """A fresh primary database file with every migration applied (no server)."""
-    db = Database(tmp_path / "fresh.db")
-    db.open(migrations)
-    yield db
-    db.close()
+    with open_database(tmp_path / "fresh.db", migrations) as db:
+        yield db
+
+
+class FakeClock:
+    """A clock that stands still until a test advances it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, secs: float) -> None:
+        self.t += secs
 
 
 def new_id() -> str:

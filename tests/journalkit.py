@@ -11,7 +11,8 @@ real primary can be told to do; so this stands in for the network and the primar
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -75,3 +76,22 @@ def pusher(db: Database, answer: Answer) -> tuple[Pusher, ModelEndpoints, thread
     endpoints = ModelEndpoints(answer)
     stop = threading.Event()
     return Pusher(db, cast(Endpoints, endpoints), stop), endpoints, stop
+
+
+@contextmanager
+def uploading(
+    db: Database, answer: Answer, *, release: threading.Event | None = None
+) -> Iterator[tuple[Pusher, ModelEndpoints]]:
+    """A real Pusher on `db` (uploads answered by `answer`) with its uploader thread running. On
+    the way out: its threads told to stop, `release` set (for an answer that may still be holding
+    an upload open), and the uploader joined."""
+    p, endpoints, stop = pusher(db, answer)
+    thread = threading.Thread(target=p.run_uploader, daemon=True)
+    thread.start()
+    try:
+        yield p, endpoints
+    finally:
+        stop.set()
+        if release is not None:
+            release.set()
+        thread.join(5)

@@ -1,11 +1,13 @@
 """A real branch for the site tests: printers, a Find-Me queue, devices and a print provider
-created on a real primary, then `siteserver site enroll` and `siteserver site run` (the CLI)."""
+created on a real primary, then `siteserver site enroll` and `siteserver site run` (the CLI); and
+what the site tests do at it: read its database, add a mirrored user, log in, submit a job."""
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,18 @@ MONO = "br-mono"  # mono, duplex, held: 10 c a page, scans 2 c
 COLOR = "br-color"  # color, simplex, held: 10 c mono / 40 c color
 DIRECT = "br-direct"  # color, not held: printed at once
 FINDME = "br-findme"  # Find-Me queue over MONO and COLOR
+
+
+def query_site_db(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on the site database in `data_dir` (none before it is migrated)."""
+    path = data_dir / "site.db"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    except sqlite3.OperationalError:  # not migrated yet
+        return []
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -44,14 +58,7 @@ class Branch:
         return self.client(self.admin_token)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        path = self.data_dir / "site.db"
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
-        except sqlite3.OperationalError:  # not migrated yet
-            return []
-        finally:
-            conn.close()
+        return query_site_db(self.data_dir, sql, params)
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """A test's own write into the site's database (to make the mirror stale on purpose)."""
@@ -152,3 +159,42 @@ def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str = "") 
             return time.monotonic() - start
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def add_user(primary: Primary, branch: Branch, username: str, timeout: float = 5.0, **fields: Any) -> None:
+    """A user created on the primary, once the branch's mirror has it."""
+    with primary.admin() as c:
+        c.post("/api/admin/v1/users", json={"username": username, **fields}).raise_for_status()
+    eventually(
+        lambda: bool(branch.query("SELECT 1 FROM users WHERE username = ?", (username,))),
+        timeout,
+        f"{username} mirrored",
+    )
+
+
+def login(b: Branch, token: str, **creds: Any) -> httpx.Response:
+    """A login at the site's Device API, at the device with this token."""
+    with b.client(token) as c:
+        return c.post("/api/device/v1/login", json=creds)
+
+
+def submit(
+    b: Branch, username: str, *, pages: int, color: bool = False, queue: str = FINDME
+) -> dict[str, Any]:
+    """A one-copy simplex job submitted at the site by the branch's print provider (200): the answer."""
+    with b.client(b.provider) as c:
+        r = c.post(
+            "/api/provider/v1/jobs",
+            json={
+                "job_id": str(uuid.uuid4()),
+                "username": username,
+                "queue": queue,
+                "document_name": "doc.pdf",
+                "pages": pages,
+                "copies": 1,
+                "color": color,
+                "duplex": False,
+            },
+        )
+    assert r.status_code == 200, r.text
+    return dict(r.json())

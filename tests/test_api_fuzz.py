@@ -21,7 +21,18 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import Primary, start_primary
-from tests.fuzzkit import Jobs, assert_json_4xx, bounded, cap_wait, hold_jobs, steered
+from tests.fuzzkit import (
+    CARD,
+    Jobs,
+    assert_json_4xx,
+    bounded,
+    card_login,
+    hold_jobs,
+    live_schema,
+    send,
+    steered,
+    token_for,
+)
 
 HEALTH = "/api/health/application-server/status"
 PRINTER = "fuzz-printer-1"
@@ -39,8 +50,7 @@ class FuzzTarget:
 
     def login(self) -> str | None:
         with self.primary.client(self.session_device_token) as c:
-            r = c.post("/api/device/v1/login", json={"card_number": "FUZZ-CARD"})
-        return r.json()["session_id"] if r.status_code == 200 else None
+            return card_login(c)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
                     "username": USER,
                     "password": "fuzz-password",
                     "pin": "1234",
-                    "card_numbers": ["FUZZ-CARD"],
+                    "card_numbers": [CARD],
                     "restricted": False,
                     "balance_cents": 100_000,
                 },
@@ -89,9 +99,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_target: FuzzTarget) -> Any:
-    schema = schemathesis.openapi.from_url(fuzz_target.primary.url + "/openapi.json", timeout=30)
-    schema.config.base_url = fuzz_target.primary.url
-    return schema
+    return live_schema(fuzz_target.primary.url)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -109,8 +117,8 @@ def _steer(case: Any, t: FuzzTarget) -> str | None:
         if session is not None:
             params["session_id"] = session
             token = t.session_device_token
-            if path.endswith("/release") and body is not None and t.jobs.held:
-                body["job_ids"] = [t.jobs.held.pop()] if len(t.jobs.held) > 1 else t.jobs.held[-1:]
+            if path.endswith("/release") and body is not None:
+                t.jobs.steer_release(body)
             if body is not None and "account" in body:
                 body["account"] = SHARED
     elif isinstance(params, dict) and "username" in params:
@@ -126,28 +134,18 @@ def _steer(case: Any, t: FuzzTarget) -> str | None:
     return token
 
 
-def _token_for(path: str, target: FuzzTarget) -> str | None:
-    if path.startswith("/api/admin/"):
-        return target.primary.admin_token
-    if path.startswith(("/api/device/", "/api/provider/")):
-        return target.device_token
-    return None
-
-
 @bounded
 @schema.parametrize()
 def test_no_server_errors_and_json_4xx(case: Any, fuzz_target: FuzzTarget) -> None:
     if case.operation.path == HEALTH:
         # Exercise both the key check and the guarded path.
         case.query = {**(case.query or {}), "Authorization": fuzz_target.primary.health_key}
-    token = _token_for(case.operation.path, fuzz_target)
+    token = token_for(
+        case.operation.path, admin=fuzz_target.primary.admin_token, device=fuzz_target.device_token
+    )
     if steered(case):
         token = _steer(case, fuzz_target) or token
-    cap_wait(case)
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    response = case.call(headers=headers, timeout=30)
-    fuzz_target.jobs.record(case, response)
-    what = f"{case.operation.label}: {response.status_code} {response.text[:300]!r}"
+    response, headers, what = send(case, token, fuzz_target.jobs)
     if case.operation.path == HEALTH and response.status_code == 503:
         # The load balancer's signal, not an error: passive member or disk under the threshold.
         assert json.loads(response.content).get("status") in {"DISK_LOW", "PASSIVE", "STARTING"}, what

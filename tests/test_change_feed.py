@@ -15,10 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from siteserver.domain import SecretHasher
 from siteserver.store import Database, feed
-from sync import signing
-from sync.client import SyncClient, enroll
+from sync.client import SyncClient
 from sync.mirrored import MIRRORED_TABLES
-from tests.conftest import Primary, expect_error, new_id
+from tests.conftest import Primary, enroll_new_site, expect_error, new_id, open_database
 
 SNAPSHOT = "/api/sync/v1/snapshot"
 CHANGES = "/api/sync/v1/changes"
@@ -38,14 +37,8 @@ class Site:
 
 
 def enrolled_site(primary: Primary, site_id: str = "branch-01") -> Site:
-    with primary.admin() as c:
-        r = c.post("/api/admin/v1/sites", json={"site_id": site_id, "name": "Branch"})
-        assert r.status_code == 201, r.text
-        token = r.json()["enrollment_token"]
-    key = signing.generate_key()
-    r = enroll(primary.url, site_id, token, signing.public_key_text(key))
-    assert r.status_code == 200, r.text
-    return Site(primary, site_id, key, bytes.fromhex(r.json()["pepper"]))
+    key, answer = enroll_new_site(primary, site_id)
+    return Site(primary, site_id, key, bytes.fromhex(answer["pepper"]))
 
 
 def snapshot(c: SyncClient) -> tuple[int, dict[Key, dict[str, Any]], list[dict[str, Any]]]:
@@ -90,12 +83,8 @@ def apply_changes(state: dict[Key, dict[str, Any]], page: dict[str, Any]) -> Non
 
 
 def columns(primary: Primary, table: str) -> list[str]:
-    db = Database(primary.database)
-    db.open()
-    try:
+    with open_database(primary.database) as db:
         return db.read_sync(lambda d: [c.name for c in d[table].columns])
-    finally:
-        db.close()
 
 
 def _world(primary: Primary) -> None:
@@ -271,13 +260,9 @@ def test_reset_after_pruning(primary: Primary) -> None:
         admin.post("/api/admin/v1/users", json={"username": "old"}).raise_for_status()
         cursor, _, _ = snapshot(c)
         time.sleep(0.01)
-        db = Database(primary.database)
-        db.open()
-        try:
+        with open_database(primary.database) as db:
             deleted = db.write_sync(lambda d: feed.prune(d, older_than=feed.prune_cutoff(timedelta(0))))
             floor = db.read_sync(feed.pruned_through)
-        finally:
-            db.close()
         assert deleted > 0 and floor == cursor
         assert changes(c, 0) == {"cursor": 0, "reset": True, "changes": []}
         assert changes(c, cursor - 1, wait=5)["reset"] is True  # no long poll for a reset

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from siteserver.domain import Lockout, SecretHasher, new_token, same_secret, token_digest
 from siteserver.domain.credentials import ARGON2_ITERATIONS, ARGON2_MEMORY_KIB
+from tests.conftest import FakeClock
 
 PEPPER = b"pepper-one-0123456789abcdef-0123"
 OTHER_PEPPER = b"pepper-two-0123456789abcdef-0123"
@@ -134,17 +135,6 @@ def test_same_secret() -> None:
 
 
 # -- Lockout ---------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, t: float = 1_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, secs: float) -> None:
-        self.t += secs
 
 
 def _lockout(clock: FakeClock, **kw: object) -> Lockout:

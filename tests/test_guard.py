@@ -18,23 +18,13 @@ from siteserver.config import HighAvailabilityGuard
 from siteserver.domain import NotActive
 from siteserver.primary.guard import DuplicateServer, Guard, Role
 from siteserver.store import Database
+from tests.conftest import FakeClock, open_database
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails its own test, not the whole run
 
 INTERVAL = 1.0
 STARTUP_TIMEOUT = 2.0
 STEP = 0.25  # the "heartbeat" the tests tick at (a real guard ticks at interval / 6)
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, secs: float) -> None:
-        self.t += secs
 
 
 def settings(enabled: bool = True) -> HighAvailabilityGuard:
@@ -55,10 +45,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 def other_db(fresh_db: Database) -> Iterator[Database]:
     """A second process's view of the same database file (its own writer and readers)."""
-    db = Database(fresh_db.path)
-    db.open(migrations)
-    yield db
-    db.close()
+    with open_database(fresh_db.path, migrations) as db:
+        yield db
 
 
 @pytest.fixture
@@ -95,6 +83,18 @@ def make_guard(
     if register:
         g._register()  # what start() does first, without the guard thread
     return g
+
+
+@pytest.fixture
+def a_active_b_passive(
+    fresh_db: Database, other_db: Database, clock: FakeClock, guards: list[Guard]
+) -> tuple[Guard, Guard]:
+    """Two members: a (on fresh_db) has taken the free lease and is active; b (on other_db) is
+    registered and has not ticked yet."""
+    a = make_guard(guards, fresh_db, clock)
+    b = make_guard(guards, other_db, clock)
+    activate(a)
+    return a, b
 
 
 def lease(db: Database) -> tuple[str | None, int, int]:
@@ -137,11 +137,9 @@ def test_a_free_lease_is_taken_at_the_first_tick(
 
 
 def test_passive_takes_over_only_after_the_beat_is_still_for_the_interval(
-    fresh_db: Database, other_db: Database, clock: FakeClock, guards: list[Guard]
+    fresh_db: Database, clock: FakeClock, a_active_b_passive: tuple[Guard, Guard]
 ) -> None:
-    a = make_guard(guards, fresh_db, clock)
-    b = make_guard(guards, other_db, clock)
-    activate(a)
+    a, b = a_active_b_passive
 
     # While the active member beats, the passive one never takes over, however long it watches.
     for _ in range(int(10 * INTERVAL / STEP)):
@@ -166,11 +164,9 @@ def test_passive_takes_over_only_after_the_beat_is_still_for_the_interval(
 
 
 def test_a_beat_that_moves_slowly_but_within_the_interval_keeps_the_passive_waiting(
-    fresh_db: Database, other_db: Database, clock: FakeClock, guards: list[Guard]
+    fresh_db: Database, clock: FakeClock, a_active_b_passive: tuple[Guard, Guard]
 ) -> None:
-    a = make_guard(guards, fresh_db, clock)
-    b = make_guard(guards, other_db, clock)
-    activate(a)
+    a, b = a_active_b_passive
     b.tick()
     for _ in range(10):  # the active beats just under every interval (a slow, loaded machine)
         for _ in range(3):
@@ -182,11 +178,9 @@ def test_a_beat_that_moves_slowly_but_within_the_interval_keeps_the_passive_wait
 
 
 def test_each_takeover_increments_the_epoch_and_the_replaced_member_steps_down(
-    fresh_db: Database, other_db: Database, clock: FakeClock, guards: list[Guard]
+    fresh_db: Database, clock: FakeClock, a_active_b_passive: tuple[Guard, Guard]
 ) -> None:
-    a = make_guard(guards, fresh_db, clock)
-    b = make_guard(guards, other_db, clock)
-    activate(a)
+    a, b = a_active_b_passive
     epochs = [a.epoch]
     active, passive = a, b
     for _ in range(4):
@@ -245,12 +239,10 @@ def test_fence_refuses_a_write_after_another_member_took_the_lease(
 
 
 def test_a_passive_member_never_writes_through_the_fence(
-    fresh_db: Database, other_db: Database, clock: FakeClock, guards: list[Guard]
+    fresh_db: Database, other_db: Database, a_active_b_passive: tuple[Guard, Guard]
 ) -> None:
-    a = make_guard(guards, fresh_db, clock)
-    b = make_guard(guards, other_db, clock)
+    _, b = a_active_b_passive
     other_db.set_fence(b.fence)
-    activate(a)
     b.tick()
     with pytest.raises(NotActive):
         other_db.write_sync(put_setting("by-passive"), fenced=True)
@@ -266,9 +258,7 @@ def test_a_member_paused_right_after_renewing_is_not_active_once_replaced(
     """The lease runs from when a renewal *started*, not from when the member looked at its clock
     after the commit: a pause between the two (SIGSTOP, a stalled VM) must not make two members
     answer "active" at the same instant."""
-    b_db = Database(fresh_db.path)
-    b_db.open(migrations)
-    try:
+    with open_database(fresh_db.path, migrations) as b_db:
         b = make_guard(guards, b_db, clock)
         pause: list[Callable[[], None]] = []
 
@@ -301,8 +291,6 @@ def test_a_member_paused_right_after_renewing_is_not_active_once_replaced(
             assert a.role is Role.PASSIVE
         finally:
             a_db.close()
-    finally:
-        b_db.close()
 
 
 # -- activation ------------------------------------------------------------------------------
@@ -402,11 +390,9 @@ def test_a_failing_activation_hook_gives_way_at_the_next_beat(
 
 
 def test_a_stopped_guard_releases_the_lease_for_an_immediate_takeover(
-    fresh_db: Database, other_db: Database, clock: FakeClock, guards: list[Guard]
+    fresh_db: Database, clock: FakeClock, a_active_b_passive: tuple[Guard, Guard]
 ) -> None:
-    a = make_guard(guards, fresh_db, clock)
-    b = make_guard(guards, other_db, clock)
-    activate(a)
+    a, b = a_active_b_passive
     b.tick()
     a.stop()
     assert a.role is Role.STOPPED and not a.is_active()
@@ -422,11 +408,9 @@ def test_a_stopped_guard_releases_the_lease_for_an_immediate_takeover(
 
 
 def test_stopping_a_passive_guard_leaves_the_active_lease_alone(
-    fresh_db: Database, other_db: Database, clock: FakeClock, guards: list[Guard]
+    fresh_db: Database, clock: FakeClock, a_active_b_passive: tuple[Guard, Guard]
 ) -> None:
-    a = make_guard(guards, fresh_db, clock)
-    b = make_guard(guards, other_db, clock)
-    activate(a)
+    a, b = a_active_b_passive
     b.tick()
     b.stop()
     assert lease(fresh_db)[:2] == (a.server_uuid, 1)

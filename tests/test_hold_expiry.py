@@ -16,7 +16,7 @@ from siteserver.domain import JobStatus
 from siteserver.store import Database, jobs, settings
 from siteserver.timeutil import iso, utcnow
 
-from .conftest import new_id
+from .conftest import new_id, open_database
 
 
 def held(job_id: str, submitted_at: str) -> jobs.Job:
@@ -43,10 +43,9 @@ def held(job_id: str, submitted_at: str) -> jobs.Job:
 
 @pytest.fixture(params=["primary", "site"])
 def role_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    db = Database(tmp_path / f"{request.param}.db")
-    db.open(primary_migrations if request.param == "primary" else site_migrations)
-    yield db
-    db.close()
+    migrations = primary_migrations if request.param == "primary" else site_migrations
+    with open_database(tmp_path / f"{request.param}.db", migrations) as db:
+        yield db
 
 
 def test_held_jobs_expire_after_the_hold_timeout(role_db: Database) -> None:

@@ -37,6 +37,7 @@ from migrations.site import migrations
 from siteserver.site.mirror import SyncFailed, page_accounts, settle_in_doubt
 from siteserver.store import Database
 from siteserver.store import journal as jr
+from tests.conftest import open_database
 from tests.journalkit import answered, pusher
 
 ACCOUNTS = {1: ("personal", "alice"), 2: ("personal", "bob"), 3: ("shared", "Offline Account")}
@@ -315,9 +316,7 @@ def test_migration_fills_totals_for_an_existing_journal(tmp_path: Path) -> None:
         )
     raw.conn.commit()
     raw.close()
-    db = Database(tmp_path / "site.db")
-    db.open(migrations)
-    try:
+    with open_database(tmp_path / "site.db", migrations) as db:
         got = db.read_sync(lambda d: (oracle_unmerged(d), oracle_exposure(d), jr.offline_spend(d)))
         unmerged = db.read_sync(
             lambda d: {a: (c, n) for a, c, n in d.execute("SELECT * FROM journal_unmerged").fetchall()}
@@ -333,5 +332,3 @@ def test_migration_fills_totals_for_an_existing_journal(tmp_path: Path) -> None:
         doubt = db.read_sync(lambda d: [r.txn_id for r in jr.in_doubt(d)])
         assert doubt == ["a1", "a2", "a3"]
         assert db.read_sync(lambda d: [r.txn_id for r in jr.in_doubt(d, {"user:bob"})]) == ["a3"]
-    finally:
-        db.close()

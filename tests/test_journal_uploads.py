@@ -18,17 +18,15 @@ import pytest
 import sqlite_utils
 
 from migrations.site import migrations
-from siteserver.site.charging import Pusher
 from siteserver.store import Database
 from siteserver.store import journal as jr
-from tests.journalkit import Answer, answered, pusher
+from tests.conftest import open_database
+from tests.journalkit import Answer, answered, uploading
 
 
 @pytest.fixture
 def site_db(tmp_path: Path) -> Iterator[Database]:
     """A fresh site database with pending entries t1..t6 on alice's account."""
-    db = Database(tmp_path / "site.db")
-    db.open(migrations)
 
     def fill(d: sqlite_utils.Database) -> None:
         for i in range(1, 7):
@@ -42,9 +40,9 @@ def site_db(tmp_path: Path) -> Iterator[Database]:
                 occurred_at="2026-01-01T00:00:00Z",
             )
 
-    db.write_sync(fill, fenced=False)
-    yield db
-    db.close()
+    with open_database(tmp_path / "site.db", migrations) as db:
+        db.write_sync(fill, fenced=False)
+        yield db
 
 
 class Primary:
@@ -70,21 +68,13 @@ class Primary:
         return answered(verdicts)
 
 
-def run_uploader(p: Pusher) -> threading.Thread:
-    t = threading.Thread(target=p.run_uploader, daemon=True)
-    t.start()
-    return t
-
-
 def rows(db: Database, *txn_ids: str) -> list[jr.JournalRow]:
     return db.read_sync(lambda d: jr.rows(d, txn_ids))
 
 
 def test_requests_waiting_together_go_out_as_one_upload(site_db: Database) -> None:
     primary = Primary()
-    p, _, stop = pusher(site_db, primary)
-    thread = run_uploader(p)
-    try:
+    with uploading(site_db, primary, release=primary.release) as (p, _):
         first = p.submit(rows(site_db, "t1"), 5)
         assert primary.entered.wait(5)
         # While the first upload is held open, three more requests arrive; one gives up.
@@ -107,10 +97,6 @@ def test_requests_waiting_together_go_out_as_one_upload(site_db: Database) -> No
             "t4": ("applied", True),
             "t5": ("applied", True),
         }
-    finally:
-        stop.set()
-        primary.release.set()
-        thread.join(5)
 
 
 def test_a_failed_upload_answers_every_request_none(site_db: Database) -> None:
@@ -122,17 +108,12 @@ def test_a_failed_upload_answers_every_request_none(site_db: Database) -> None:
 
     answers: list[Answer] = [broken, lost]
     for answer in answers:
-        p, endpoints, stop = pusher(site_db, answer)
-        thread = run_uploader(p)
-        try:
+        with uploading(site_db, answer) as (p, endpoints):
             a = p.submit(rows(site_db, "t1"), 5)
             b = p.submit(rows(site_db, "t2"), 5)
             assert a.result(5) is None and b.result(5) is None
             # The uploader survived: it takes the next request too.
             assert p.submit(rows(site_db, "t6"), 5).result(5) is None
-        finally:
-            stop.set()
-            thread.join(5)
         assert [r.status for r in rows(site_db, "t1", "t2", "t6")] == ["pending"] * 3
         if answer is lost:
             assert endpoints.failures >= 1  # a network failure counts against the endpoint
@@ -140,9 +121,7 @@ def test_a_failed_upload_answers_every_request_none(site_db: Database) -> None:
 
 def test_the_upload_gets_what_is_left_of_the_budget(site_db: Database) -> None:
     primary = Primary()
-    p, _, stop = pusher(site_db, primary)
-    thread = run_uploader(p)
-    try:
+    with uploading(site_db, primary, release=primary.release) as (p, _):
         first = p.submit(rows(site_db, "t1"), 5)
         assert primary.entered.wait(5)
         waiting = p.submit(rows(site_db, "t2"), 0.5)
@@ -151,7 +130,3 @@ def test_the_upload_gets_what_is_left_of_the_budget(site_db: Database) -> None:
         assert first.result(5) is not None and waiting.result(5) is not None
         assert primary.timeouts[0] == pytest.approx(5, abs=0.5)
         assert 0.0 < primary.timeouts[1] <= 0.25, primary.timeouts
-    finally:
-        stop.set()
-        primary.release.set()
-        thread.join(5)

@@ -12,41 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from siteserver.launch import RoleProcess
-from tests.conftest import Primary, expect_error
-from tests.sitekit import DIRECT, FINDME, SITE, Branch, eventually, start_branch
+from tests.conftest import Primary, expect_error, open_database
+from tests.sitekit import DIRECT, SITE, Branch, eventually, login, start_branch, submit
 
 MIRROR_SECS = 10.0
 
 
-def login(b: Branch, **creds: Any) -> httpx.Response:
-    with b.client(b.mono_device) as c:
-        return c.post("/api/device/v1/login", json=creds)
-
-
 def session_of(b: Branch, card: str) -> str:
-    r = login(b, card_number=card)
+    r = login(b, b.mono_device, card_number=card)
     assert r.status_code == 200, r.text
     return str(r.json()["session_id"])
-
-
-def submit(b: Branch, username: str, *, pages: int, queue: str = FINDME) -> dict[str, Any]:
-    with b.client(b.provider) as c:
-        r = c.post(
-            "/api/provider/v1/jobs",
-            json={
-                "job_id": str(uuid.uuid4()),
-                "username": username,
-                "queue": queue,
-                "document_name": "doc.pdf",
-                "pages": pages,
-                "copies": 1,
-                "color": False,
-                "duplex": False,
-            },
-        )
-    assert r.status_code == 200, r.text
-    return dict(r.json())
 
 
 def release(b: Branch, session: str, job_id: str, account: str | None = None) -> dict[str, Any]:
@@ -137,14 +112,6 @@ def go_offline(primary: Primary, branch: Branch) -> None:
     )
 
 
-def restart_primary(primary: Primary, tmp_path: Path) -> None:
-    primary.process = RoleProcess(
-        "primary", primary.process.config, primary.process.port, tmp_path / "primary-2.log"
-    ).start()
-    primary.process.wait_listening()
-    primary.wait_active()
-
-
 def test_every_policy_mode_offline_then_the_merge(primary: Primary, tmp_path: Path) -> None:
     branch = start_branch(primary, tmp_path, budget_ms=300)
     try:
@@ -172,10 +139,10 @@ def test_every_policy_mode_offline_then_the_merge(primary: Primary, tmp_path: Pa
         go_offline(primary, branch)
 
         # password_authentication.allowed = false: password logins refused, card/PIN work.
-        r = login(branch, username="alice", password="alice-password")
+        r = login(branch, branch.mono_device, username="alice", password="alice-password")
         assert "offline" in expect_error(r, 403)["detail"]
-        assert login(branch, username="alice", pin="1234").status_code == 200
-        r = login(branch, card_number="C-alice")
+        assert login(branch, branch.mono_device, username="alice", pin="1234").status_code == 200
+        r = login(branch, branch.mono_device, card_number="C-alice")
         assert r.status_code == 200 and r.json()["mode"] == "offline"
         alice, carol, bob = (session_of(branch, f"C-{u}") for u in ("alice", "carol", "bob"))
 
@@ -241,7 +208,7 @@ def test_every_policy_mode_offline_then_the_merge(primary: Primary, tmp_path: Pa
         assert rows and all(s == "pending" and "offline" in json.loads(f) for s, f in rows), rows
 
         # The primary is back: the pending entries merge, offline flags and all.
-        restart_primary(primary, tmp_path)
+        primary.restart(tmp_path / "primary-2.log")
         eventually(
             lambda: branch.query("SELECT count(*) FROM journal WHERE status = 'pending'") == [(0,)],
             30,
@@ -288,12 +255,9 @@ def test_offline_spend_caps(primary: Primary, tmp_path: Path, monkeypatch: pytes
 def test_offline_spend_totals(tmp_path: Path) -> None:
     """store.journal.offline_spend / offline_spent_by: pending offline charges only, by user."""
     from migrations.site import migrations
-    from siteserver.store import Database
     from siteserver.store import journal as jr
 
-    db = Database(tmp_path / "site.db")
-    db.open(migrations)
-    try:
+    with open_database(tmp_path / "site.db", migrations) as db:
 
         def fill(d: Any) -> None:
             def add(txn: str, account: str, amount: int, flags: tuple[str, ...]) -> None:
@@ -321,5 +285,3 @@ def test_offline_spend_totals(tmp_path: Path) -> None:
         assert spend.public() == {"site_cents": 180, "top_user": {"username": "alice", "cents": 150}}
         assert db.read_sync(lambda d: jr.offline_spent_by(d, "alice")) == 150
         assert db.read_sync(lambda d: jr.offline_spent_by(d, "bob")) == 0
-    finally:
-        db.close()

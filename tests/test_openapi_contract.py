@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from siteserver.launch import health_url
-from tests.conftest import Primary, start_primary
+from tests.conftest import Primary, add_one_printer, start_primary
 
 HEALTH = "/api/health/application-server/status"
 UNAUTHENTICATED = {HEALTH, "/docs", "/openapi.json"}
@@ -99,24 +99,10 @@ def contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
     p = start_primary(tmp)
     try:
         with p.admin() as c:
-            c.post(
-                "/api/admin/v1/printers",
-                json={
-                    "name": "mono-1",
-                    "site_id": "s1",
-                    "color": False,
-                    "duplex": True,
-                    "hold": True,
-                    "cost": {"mono_page_cents": 10, "color_page_cents": 50},
-                },
-            ).raise_for_status()
-            dev = c.post("/api/admin/v1/devices", json={"device_id": "mfd-1", "printer": "mono-1"})
-            dev.raise_for_status()
-            prov = c.post("/api/admin/v1/providers", json={"provider_id": "ps-1", "printers": ["mono-1"]})
-            prov.raise_for_status()
+            device_token, provider_token = add_one_printer(c, hold=True)
         doc = httpx.get(p.url + "/openapi.json", timeout=30)
         assert doc.status_code == 200, doc.text
-        yield Contract(p, doc.json(), dev.json()["token"], prov.json()["token"])
+        yield Contract(p, doc.json(), device_token, provider_token)
     finally:
         p.process.stop()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from siteserver.launch import RoleProcess, free_port, health_url, primary_config, write_config
-from tests.conftest import Primary
+from siteserver.launch import RoleProcess, free_port, health_url, write_config
+from tests.conftest import Primary, add_one_printer, start_primary
 
 PASSWORD = "Tr0ub4dor&Correct-Horse-7731"
 NEW_PASSWORD = "Second-Batt3ry-Staple-Pass-5519"
@@ -29,25 +29,6 @@ POLITE_EXIT = (0,)
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def _start(tmp: Path, *, log_level: str = "debug") -> Primary:
-    port = free_port()
-    database = tmp / "primary.db"
-    cfg = primary_config(
-        tmp,
-        name="primary",
-        database=database,
-        port=port,
-        admin_token=ADMIN_TOKEN,
-        health_key=HEALTH_KEY,
-        extra={"log_level": log_level, "access_log": True},
-    )
-    proc = RoleProcess("primary", cfg, port, tmp / "primary.log").start()
-    p = Primary(proc, ADMIN_TOKEN, HEALTH_KEY, tmp / "primary", database)
-    proc.wait_listening()
-    p.wait_active()
-    return p
 
 
 def _files_to_search(tmp: Path, database: Path) -> list[Path]:
@@ -75,26 +56,17 @@ def _find_in_clear(files: list[Path], secrets: dict[str, str]) -> list[str]:
 
 
 def test_no_secret_in_clear_in_database_or_logs(tmp_path: Path) -> None:
-    p = _start(tmp_path)
+    p = start_primary(
+        tmp_path,
+        admin_token=ADMIN_TOKEN,
+        health_key=HEALTH_KEY,
+        extra={"log_level": "debug", "access_log": True},
+    )
     try:
         with p.admin() as c:
-            c.post(
-                "/api/admin/v1/printers",
-                json={
-                    "name": "mono-1",
-                    "site_id": "s1",
-                    "color": False,
-                    "duplex": True,
-                    "hold": False,
-                    "cost": {"mono_page_cents": 10, "color_page_cents": 50},
-                },
-            ).raise_for_status()
+            device_token, provider_token = add_one_printer(c, hold=False)
             site = c.post("/api/admin/v1/sites", json={"site_id": "s1", "name": "Site one"})
             site.raise_for_status()
-            dev = c.post("/api/admin/v1/devices", json={"device_id": "mfd-1", "printer": "mono-1"})
-            dev.raise_for_status()
-            prov = c.post("/api/admin/v1/providers", json={"provider_id": "ps-1", "printers": ["mono-1"]})
-            prov.raise_for_status()
             r = c.post(
                 "/api/admin/v1/users",
                 json={
@@ -111,8 +83,6 @@ def test_no_secret_in_clear_in_database_or_logs(tmp_path: Path) -> None:
             assert not any(s in r.text for s in (PASSWORD, PIN, CARD, ID_NUMBER)), r.text
             got = c.get("/api/admin/v1/users/alice")
             assert not any(s in got.text for s in (PASSWORD, PIN, CARD, ID_NUMBER)), got.text
-        device_token = dev.json()["token"]
-        provider_token = prov.json()["token"]
         enrollment_token = site.json()["enrollment_token"]
 
         with p.client(device_token) as d:

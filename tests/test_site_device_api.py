@@ -11,14 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from siteserver.launch import RoleProcess
 from siteserver.site.identity import Identity
 from sync.client import SyncClient
 from tests.conftest import Primary, expect_error
-from tests.sitekit import COLOR, DIRECT, FINDME, MONO, SITE, Branch, eventually, start_branch
+from tests.sitekit import COLOR, DIRECT, MONO, SITE, Branch, add_user, eventually, login, start_branch, submit
 
 MIRROR_SECS = 5.0
 
@@ -28,30 +26,6 @@ def branch(primary: Primary, tmp_path: Path) -> Iterator[Branch]:
     b = start_branch(primary, tmp_path)
     yield b
     b.process.stop()
-
-
-def login(b: Branch, token: str, **creds: Any) -> httpx.Response:
-    with b.client(token) as c:
-        return c.post("/api/device/v1/login", json=creds)
-
-
-def submit(b: Branch, username: str, *, queue: str = FINDME, pages: int = 2, color: bool = True) -> Any:
-    with b.client(b.provider) as c:
-        r = c.post(
-            "/api/provider/v1/jobs",
-            json={
-                "job_id": str(uuid.uuid4()),
-                "username": username,
-                "queue": queue,
-                "document_name": "report.pdf",
-                "pages": pages,
-                "copies": 1,
-                "color": color,
-                "duplex": False,
-            },
-        )
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def ledger_rows(primary: Primary) -> list[dict[str, Any]]:
@@ -301,12 +275,7 @@ def test_findme_release_usage_and_the_journal(primary: Primary, branch: Branch) 
 
 def test_pending_entries_are_pushed_in_the_background(primary: Primary, branch: Branch) -> None:
     """An entry left pending (its push lost) is drained by the pusher; a merge answers counts."""
-    with primary.admin() as c:
-        c.post(
-            "/api/admin/v1/users",
-            json={"username": "erin", "card_numbers": ["CARD-erin"], "balance_cents": 500},
-        ).raise_for_status()
-    eventually(lambda: bool(branch.query("SELECT 1 FROM users WHERE username = 'erin'")), MIRROR_SECS)
+    add_user(primary, branch, "erin", MIRROR_SECS, card_numbers=["CARD-erin"], balance_cents=500)
     txn = str(uuid.uuid4())
     branch.execute(
         "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, status)"
@@ -329,12 +298,7 @@ def test_without_the_primary_the_local_decision_stands(primary: Primary, tmp_pat
     entries stay pending, and once the primary is back the pusher merges them exactly once."""
     branch = start_branch(primary, tmp_path, budget_ms=500)
     try:
-        with primary.admin() as c:
-            c.post(
-                "/api/admin/v1/users",
-                json={"username": "fay", "card_numbers": ["CARD-fay"], "balance_cents": 1000},
-            ).raise_for_status()
-        eventually(lambda: bool(branch.query("SELECT 1 FROM users WHERE username = 'fay'")), MIRROR_SECS)
+        add_user(primary, branch, "fay", MIRROR_SECS, card_numbers=["CARD-fay"], balance_cents=1000)
         job_id = submit(branch, "fay", pages=1, color=False)["job_id"]
         primary.process.kill()
 
@@ -358,11 +322,7 @@ def test_without_the_primary_the_local_decision_stands(primary: Primary, tmp_pat
         assert login(branch, branch.mono_device, card_number="CARD-fay").json()["balance_cents"] == 980
 
         # The primary is back: the pusher drains the journal, each entry applied once.
-        primary.process = RoleProcess(
-            "primary", primary.process.config, primary.process.port, tmp_path / "primary-2.log"
-        ).start()
-        primary.process.wait_listening()
-        primary.wait_active()
+        primary.restart(tmp_path / "primary-2.log")
         eventually(
             lambda: branch.query("SELECT count(*) FROM journal WHERE status = 'pending'") == [(0,)],
             20.0,
@@ -439,12 +399,7 @@ def test_a_lost_answer_is_never_counted_twice(primary: Primary, branch: Branch) 
     with the charge inside its balance. The mirror must settle the entry (re-send: `duplicate`)
     before it applies that row, so at no moment does the site hold the charge both in the mirrored
     balance and as pending. The site's database is sampled every few ms to catch such a moment."""
-    with primary.admin() as c:
-        c.post(
-            "/api/admin/v1/users",
-            json={"username": "fay", "card_numbers": ["CARD-fay"], "balance_cents": 500},
-        ).raise_for_status()
-    eventually(lambda: bool(branch.query("SELECT 1 FROM users WHERE username = 'fay'")), MIRROR_SECS)
+    add_user(primary, branch, "fay", MIRROR_SECS, card_numbers=["CARD-fay"], balance_cents=500)
     txn = str(uuid.uuid4())
     occurred = "2026-01-01T00:00:00.000Z"
     # The site's side of the lost answer: pending, sent.

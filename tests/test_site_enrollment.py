@@ -14,16 +14,9 @@ from siteserver.launch import free_port, write_config
 from siteserver.site.identity import Identity
 from sync import signing
 from sync.client import SyncClient
-from tests.conftest import Primary, expect_error
+from tests.conftest import Primary, expect_error, new_site, site_row
 
 SITE = "branch-01"
-
-
-def _new_site(primary: Primary, site_id: str = SITE) -> str:
-    with primary.admin() as c:
-        r = c.post("/api/admin/v1/sites", json={"site_id": site_id, "name": "Branch one"})
-        assert r.status_code == 201, r.text
-        return str(r.json()["enrollment_token"])
 
 
 def _site_config(tmp: Path, name: str, primary_urls: list[str], site_id: str = SITE) -> Path:
@@ -49,12 +42,6 @@ def _enroll(config: Path, token: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _site_row(primary: Primary, site_id: str = SITE) -> dict[str, object]:
-    with primary.admin() as c:
-        rows = c.get("/api/admin/v1/sites").json()["sites"]
-    return dict(next(s for s in rows if s["site_id"] == site_id))
-
-
 def _one_clear_line(out: str) -> str:
     lines = out.strip().splitlines()
     assert len(lines) == 1, out
@@ -62,8 +49,8 @@ def _one_clear_line(out: str) -> str:
 
 
 def test_enroll_then_heartbeat(primary: Primary, tmp_path: Path) -> None:
-    token = _new_site(primary)
-    assert _site_row(primary)["enrolled"] is False
+    token = new_site(primary, SITE)
+    assert site_row(primary, SITE)["enrolled"] is False
     # An unreachable first URL is skipped: the next one answers.
     dead = f"http://127.0.0.1:{free_port()}"
     cfg = _site_config(tmp_path, "site", [dead, primary.url])
@@ -84,7 +71,7 @@ def test_enroll_then_heartbeat(primary: Primary, tmp_path: Path) -> None:
     assert enrollment["site_id"] == SITE and enrollment["primary"] == primary.url
     assert enrollment["enrolled_at"]
     assert ident.pub_path.read_text().strip() == signing.public_key_text(ident.load_key())
-    row = _site_row(primary)
+    row = site_row(primary, SITE)
     assert row["enrolled"] is True and row["enrolled_at"]
     # The key it made signs requests the primary accepts.
     with SyncClient(primary.url, SITE, ident.load_key()) as c:
@@ -101,7 +88,7 @@ def test_enroll_then_heartbeat(primary: Primary, tmp_path: Path) -> None:
 
 
 def test_wrong_token_and_unreachable_primary(primary: Primary, tmp_path: Path) -> None:
-    token = _new_site(primary)
+    token = new_site(primary, SITE)
     wrong = _enroll(_site_config(tmp_path, "wrong", [primary.url]), token[:-2] + "zz")
     assert wrong.returncode == 2
     assert "refused the enrollment token" in _one_clear_line(wrong.stderr)
@@ -121,7 +108,7 @@ def test_wrong_token_and_unreachable_primary(primary: Primary, tmp_path: Path) -
 
 
 def test_reissued_token_and_old_key(primary: Primary, tmp_path: Path) -> None:
-    token = _new_site(primary)
+    token = new_site(primary, SITE)
     assert _enroll(_site_config(tmp_path, "old", [primary.url]), token).returncode == 0
     old_key = Identity(tmp_path / "old").load_key()
 
@@ -135,7 +122,7 @@ def test_reissued_token_and_old_key(primary: Primary, tmp_path: Path) -> None:
     # The old key stops working at once; the site shows as not enrolled until it re-enrolls.
     with SyncClient(primary.url, SITE, old_key) as c:
         expect_error(c.heartbeat("online", 0, "1"), 401, "unknown_site")
-    assert _site_row(primary)["enrolled"] is False
+    assert site_row(primary, SITE)["enrolled"] is False
 
     # The replacement machine enrolls with the new token and a new key.
     r2 = _enroll(_site_config(tmp_path, "new", [primary.url]), new_token)

@@ -19,7 +19,18 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import Primary, start_primary
-from tests.fuzzkit import Jobs, assert_json_4xx, bounded, cap_wait, hold_jobs, steered
+from tests.fuzzkit import (
+    CARD,
+    Jobs,
+    assert_json_4xx,
+    bounded,
+    card_login,
+    hold_jobs,
+    live_schema,
+    send,
+    steered,
+    token_for,
+)
 from tests.sitekit import FINDME, MONO, Branch, eventually, start_branch
 
 USER = "fuzz-user"
@@ -34,8 +45,7 @@ class SiteTarget:
     def login(self) -> str | None:
         # The color device logs in only this way, so it is never locked out by the fuzzer.
         with self.branch.client(self.branch.color_device) as c:
-            r = c.post("/api/device/v1/login", json={"card_number": "FUZZ-CARD"})
-        return r.json()["session_id"] if r.status_code == 200 else None
+            return card_login(c)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +59,7 @@ def site_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteTarget
                 json={
                     "username": USER,
                     "pin": "1234",
-                    "card_numbers": ["FUZZ-CARD"],
+                    "card_numbers": [CARD],
                     "restricted": False,
                     "balance_cents": 100_000,
                 },
@@ -69,9 +79,7 @@ def site_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteTarget
 
 @pytest.fixture(scope="module")
 def site_schema(site_target: SiteTarget) -> Any:
-    schema = schemathesis.openapi.from_url(site_target.branch.url + "/openapi.json", timeout=30)
-    schema.config.base_url = site_target.branch.url
-    return schema
+    return live_schema(site_target.branch.url)
 
 
 schema = schemathesis.pytest.from_fixture("site_schema")
@@ -86,8 +94,8 @@ def _steer(case: Any, t: SiteTarget) -> str | None:
         if session is not None:
             params["session_id"] = session
             token = t.branch.color_device
-            if path.endswith("/release") and body is not None and t.jobs.held:
-                body["job_ids"] = [t.jobs.held.pop()] if len(t.jobs.held) > 1 else t.jobs.held[-1:]
+            if path.endswith("/release") and body is not None:
+                t.jobs.steer_release(body)
             if body is not None and "account" in body:
                 body.pop("account")
     elif path == "/api/provider/v1/jobs/{job_id}/printed" and isinstance(params, dict) and t.jobs.released:
@@ -102,25 +110,14 @@ def _steer(case: Any, t: SiteTarget) -> str | None:
     return token
 
 
-def _token_for(path: str, t: SiteTarget) -> str | None:
-    if path.startswith("/api/admin/"):
-        return t.branch.admin_token
-    if path.startswith(("/api/device/", "/api/provider/")):
-        return t.branch.mono_device
-    return None
-
-
 @bounded
 @schema.parametrize()
 def test_site_no_server_errors_and_json_4xx(case: Any, site_target: SiteTarget) -> None:
-    token = _token_for(case.operation.path, site_target)
+    branch = site_target.branch
+    token = token_for(case.operation.path, admin=branch.admin_token, device=branch.mono_device)
     if steered(case):
         token = _steer(case, site_target) or token
-    cap_wait(case)
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    response = case.call(headers=headers, timeout=30)
-    site_target.jobs.record(case, response)
-    what = f"{case.operation.label}: {response.status_code} {response.text[:300]!r}"
+    response, headers, what = send(case, token, site_target.jobs)
     if case.operation.path in ("/api/admin/v1/sync", "/api/admin/v1/merge") and response.status_code == 503:
         # The primary briefly unreachable is an answer, not a bug: it must still be the JSON error.
         assert json.loads(response.content).get("error") == "primary_unreachable", what

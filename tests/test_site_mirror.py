@@ -32,7 +32,8 @@ from siteserver.site.mirror import (
 from siteserver.store import Database
 from sync import signing
 from sync.client import SyncClient
-from tests.conftest import Primary, expect_error
+from tests.conftest import Primary, expect_error, new_site, open_database, site_row
+from tests.sitekit import SITE, eventually, query_site_db
 
 # -- unit: hand-made snapshot streams and pages --------------------------------------------------
 
@@ -82,12 +83,16 @@ def fake_client(handler: Callable[[httpx.Request], httpx.Response]) -> SyncClien
     return client
 
 
+def snapshot_client(cursor: int, rows: list[tuple[str, dict[str, Any]]], *, end: bool = True) -> SyncClient:
+    """A client whose primary answers every request with this snapshot stream."""
+    body = snapshot_lines(cursor, rows, end=end)
+    return fake_client(lambda r: httpx.Response(200, content=body))
+
+
 @pytest.fixture
 def site_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(tmp_path / "site.db")
-    db.open(site_migrations)
-    yield db
-    db.close()
+    with open_database(tmp_path / "site.db", site_migrations) as db:
+        yield db
 
 
 def rows(db: Database, sql: str) -> list[tuple[Any, ...]]:
@@ -105,8 +110,7 @@ def world_rows(n_users: int = 3) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_bootstrap_in_batches_replaces_the_mirror(site_db: Database) -> None:
-    body = snapshot_lines(7, world_rows(5))  # 15 rows
-    client = fake_client(lambda r: httpx.Response(200, content=body))
+    client = snapshot_client(7, world_rows(5))  # 15 rows
     writes: list[int] = []
     real_write = site_db.write_sync
 
@@ -124,18 +128,15 @@ def test_bootstrap_in_batches_replaces_the_mirror(site_db: Database) -> None:
     first = site_db.read_sync(read_state)["bootstrapped_at"]
 
     # A second bootstrap replaces everything: rows gone on the primary are gone here too.
-    body2 = snapshot_lines(9, world_rows(2))
-    client2 = fake_client(lambda r: httpx.Response(200, content=body2))
-    assert bootstrap(client2, site_db) == 9
+    assert bootstrap(snapshot_client(9, world_rows(2)), site_db) == 9
     assert rows(site_db, "SELECT username FROM users ORDER BY 1") == [("u1",), ("u2",)]
     assert rows(site_db, "SELECT count(*) FROM accounts") == [(2,)]
     assert site_db.read_sync(read_state)["bootstrapped_at"] >= first
 
 
 def test_bootstrap_cut_short_is_not_a_bootstrap(site_db: Database) -> None:
-    good = fake_client(lambda r: httpx.Response(200, content=snapshot_lines(3, world_rows(2))))
-    bootstrap(good, site_db)
-    cut = fake_client(lambda r: httpx.Response(200, content=snapshot_lines(8, world_rows(6), end=False)))
+    bootstrap(snapshot_client(3, world_rows(2)), site_db)
+    cut = snapshot_client(8, world_rows(6), end=False)
     with pytest.raises(SyncFailed, match="end line"):
         bootstrap(cut, site_db, batch_rows=3)
     assert stored_cursor(site_db) is None  # retried on the next pull
@@ -148,7 +149,7 @@ def test_bootstrap_cut_short_is_not_a_bootstrap(site_db: Database) -> None:
 
 
 def test_pages_upsert_delete_and_keep_children(site_db: Database) -> None:
-    bootstrap(fake_client(lambda r: httpx.Response(200, content=snapshot_lines(5, world_rows(2)))), site_db)
+    bootstrap(snapshot_client(5, world_rows(2)), site_db)
     # An update of a parent (users) must not cascade to its children (user_cards).
     page = {
         "cursor": 8,
@@ -192,7 +193,7 @@ def test_pages_upsert_delete_and_keep_children(site_db: Database) -> None:
 
 
 def test_a_page_that_breaks_a_foreign_key_changes_nothing(site_db: Database) -> None:
-    bootstrap(fake_client(lambda r: httpx.Response(200, content=snapshot_lines(5, world_rows(1)))), site_db)
+    bootstrap(snapshot_client(5, world_rows(1)), site_db)
     bad = {
         "cursor": 6,
         "reset": False,
@@ -263,16 +264,10 @@ def test_follower_backs_off_resets_and_never_dies(site_db: Database) -> None:
 
 # -- integration: a real primary and a real site process -----------------------------------------
 
-SITE = "branch-01"
-WAIT = 5.0
-
 
 def make_site(primary: Primary, tmp_path: Path, *, enroll: bool = True) -> dict[str, Any]:
     """A site on the primary, its config (changes_wait_secs = 2) and, unless told, its enrollment."""
-    with primary.admin() as c:
-        r = c.post("/api/admin/v1/sites", json={"site_id": SITE, "name": "Branch one"})
-        assert r.status_code == 201, r.text
-        token = r.json()["enrollment_token"]
+    token = new_site(primary, SITE)
     port = free_port()
     admin_token = secrets.token_urlsafe(24)
     cfg = site_config(
@@ -313,25 +308,9 @@ def start_site(setup: dict[str, Any]) -> RoleProcess:
 
 
 def site_query(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    path = data_dir / "site.db"
-    if not path.exists():
+    if not (data_dir / "site.db").exists():
         return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
-    except sqlite3.OperationalError:  # not migrated yet
-        return []
-    finally:
-        conn.close()
-
-
-def eventually(check: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    return query_site_db(data_dir, sql, params)
 
 
 def test_site_mirrors_the_primary(primary: Primary, site_setup: dict[str, Any]) -> None:
@@ -411,8 +390,7 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: dict[str, Any]) 
         assert pulled.json()["cursor"] >= body["sync"]["cursor"]
 
         # The heartbeat reached the primary.
-        sites = c.get("/api/admin/v1/sites").json()["sites"]
-        row = next(s for s in sites if s["site_id"] == SITE)
+        row = site_row(primary, SITE)
         assert row["last_contact_at"] and row["mode"] == "online" and row["journal_backlog"] == 0
 
         assert c.delete("/api/admin/v1/users/alice").status_code == 204

@@ -6,22 +6,18 @@ from pathlib import Path
 
 from migrations.primary import migrations as primary_migrations
 from migrations.site import migrations as site_migrations
-from siteserver.store import Database
 from sync.mirrored import MIRRORED_TABLES
+from tests.conftest import open_database
 
 
 def _columns(path: Path, migrations: object) -> dict[str, list[tuple[object, ...]]]:
-    db = Database(path)
-    db.open(migrations)
-    try:
+    with open_database(path, migrations) as db:
         return db.read_sync(
             lambda d: {
                 t: [tuple(r) for r in d.execute(f"PRAGMA table_info({t})").fetchall()]
                 for t in MIRRORED_TABLES
             }
         )
-    finally:
-        db.close()
 
 
 def test_mirrored_columns_equal_the_primarys(tmp_path: Path) -> None:
@@ -34,11 +30,7 @@ def test_mirrored_columns_equal_the_primarys(tmp_path: Path) -> None:
 
 
 def test_site_tables(tmp_path: Path) -> None:
-    db = Database(tmp_path / "site.db")
-    db.open(site_migrations)
-    try:
+    with open_database(tmp_path / "site.db", site_migrations) as db:
         names = db.read_sync(lambda d: set(d.table_names()))
-    finally:
-        db.close()
     assert {"sync_state", "journal", "mode_changes"} <= names
     assert not {"ledger", "sites", "change_log", "ha_lease"} & names

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from .conftest import Primary
-from .sitekit import COLOR, FINDME, eventually, start_branch
+from .sitekit import COLOR, add_user, start_branch, submit
 
 PASSWORD = "Site-Tr0ub4dor&Horse-5521"
 PIN = "73620481"
@@ -19,19 +19,16 @@ ID_NUMBER = "EMP-99331-SITESECRET"
 def test_the_site_keeps_no_secret_in_clear(primary: Primary, tmp_path: Path) -> None:
     branch = start_branch(primary, tmp_path)
     try:
-        with primary.admin() as c:
-            c.post(
-                "/api/admin/v1/users",
-                json={
-                    "username": "sam",
-                    "password": PASSWORD,
-                    "pin": PIN,
-                    "card_numbers": [CARD],
-                    "id_number": ID_NUMBER,
-                    "balance_cents": 500,
-                },
-            ).raise_for_status()
-        eventually(lambda: bool(branch.query("SELECT 1 FROM users WHERE username = 'sam'")), what="mirrored")
+        add_user(
+            primary,
+            branch,
+            "sam",
+            password=PASSWORD,
+            pin=PIN,
+            card_numbers=[CARD],
+            id_number=ID_NUMBER,
+            balance_cents=500,
+        )
         with branch.client(branch.color_device) as dev:
             for body in (
                 {"card_number": CARD},
@@ -46,18 +43,8 @@ def test_the_site_keeps_no_secret_in_clear(primary: Primary, tmp_path: Path) -> 
                 f"/api/device/v1/sessions/{session}/usage",
                 json={"txn_id": str(uuid.uuid4()), "kind": "copy", "pages": 1, "color": False},
             ).raise_for_status()
+        submit(branch, "sam", pages=1)
         with branch.client(branch.provider) as prov:
-            job = {
-                "job_id": str(uuid.uuid4()),
-                "username": "sam",
-                "queue": FINDME,
-                "document_name": "d",
-                "pages": 1,
-                "copies": 1,
-                "color": False,
-                "duplex": False,
-            }
-            prov.post("/api/provider/v1/jobs", json=job).raise_for_status()
             prov.get("/api/provider/v1/releases", params={"printer": COLOR}).raise_for_status()
     finally:
         assert branch.process.stop() == 0, branch.process.log_tail()

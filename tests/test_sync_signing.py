@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync import signing
 from sync.client import HEARTBEAT_PATH, SyncClient, enroll
-from tests.conftest import Primary, expect_error
+from tests.conftest import Primary, enroll_new_site, expect_error, new_site, site_row
 
 NOW = 1_767_225_600.0
 PATH = "/api/sync/v1/heartbeat"
@@ -188,27 +188,15 @@ class Enrolled:
 
 
 def _site(primary: Primary, site_id: str = "branch-01") -> Enrolled:
-    with primary.admin() as c:
-        r = c.post("/api/admin/v1/sites", json={"site_id": site_id, "name": "Branch one"})
-        assert r.status_code == 201, r.text
-        token = r.json()["enrollment_token"]
-    key = signing.generate_key()
-    r = enroll(primary.url, site_id, token, signing.public_key_text(key))
-    assert r.status_code == 200, r.text
-    assert set(r.json()) == {"site_id", "pepper", "health_key"}
-    assert r.json()["health_key"] == primary.health_key  # the site's WAN monitor probes with it
+    key, answer = enroll_new_site(primary, site_id)
+    assert set(answer) == {"site_id", "pepper", "health_key"}
+    assert answer["health_key"] == primary.health_key  # the site's WAN monitor probes with it
     return Enrolled(primary, site_id, key)
 
 
 def _sig_headers(req: httpx.Request) -> dict[str, str]:
     """The signature headers of a built request (to resend them with another body or URL)."""
     return {h: req.headers[h] for h in (*signing.SIGNED_HEADERS, "Content-Type")}
-
-
-def _site_row(primary: Primary, site_id: str) -> dict[str, Any]:
-    with primary.admin() as c:
-        rows = c.get("/api/admin/v1/sites").json()["sites"]
-    return next(s for s in rows if s["site_id"] == site_id)
 
 
 HB = {"mode": "offline", "journal_backlog": 7, "version": "0.1"}
@@ -222,14 +210,14 @@ def test_signed_heartbeat_over_http(primary: Primary) -> None:
         body = r.json()
         assert set(body) == {"primary_time", "server_uuid", "epoch"}
         assert isinstance(body["epoch"], int) and body["epoch"] >= 1
-        row = _site_row(primary, site.site_id)
+        row = site_row(primary, site.site_id)
         assert row["enrolled"] is True and row["enrolled_at"]
         assert row["mode"] == "offline" and row["journal_backlog"] == 7
         assert row["last_contact_at"] == body["primary_time"]
         # A query string is part of what is signed, too.
         r = c.request("POST", HEARTBEAT_PATH, json_body={**HB, "mode": "online"}, params={"x": "1 2"})
         assert r.status_code == 200, r.text
-        assert _site_row(primary, site.site_id)["mode"] == "online"
+        assert site_row(primary, site.site_id)["mode"] == "online"
         # Strict body: an unknown field is 422 (after the signature was accepted).
         expect_error(c.request("POST", HEARTBEAT_PATH, json_body={**HB, "extra": 1}), 422)
         expect_error(c.request("POST", HEARTBEAT_PATH, json_body={**HB, "journal_backlog": -1}), 422)
@@ -307,8 +295,7 @@ def test_realms_stay_separate(primary: Primary, world: Any) -> None:
 
 
 def test_enroll_token_works_once(primary: Primary) -> None:
-    with primary.admin() as c:
-        token = c.post("/api/admin/v1/sites", json={"site_id": "b2", "name": "B"}).json()["enrollment_token"]
+    token = new_site(primary, "b2")
     pub = signing.public_key_text(signing.generate_key())
     # Wrong token, unknown site, empty body, malformed: one answer, and the token survives them.
     expect_error(enroll(primary.url, "b2", token + "x", pub), 401, "invalid_enrollment_token")

@@ -14,7 +14,7 @@ import pytest
 
 from siteserver.faultproxy import FaultProxyProcess
 from tests.conftest import Primary, start_primary
-from tests.sitekit import Branch, eventually, start_branch
+from tests.sitekit import Branch, add_user, eventually, start_branch
 
 INTERVAL = 0.25
 FAILURES = 3
@@ -39,17 +39,6 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Primary, FaultProxyProcess]]:
         primary.process.stop()
 
 
-def add_user(primary: Primary, branch: Branch, username: str, card: str) -> None:
-    with primary.admin() as c:
-        c.post(
-            "/api/admin/v1/users",
-            json={"username": username, "card_numbers": [card], "balance_cents": 10_000},
-        ).raise_for_status()
-    eventually(
-        lambda: bool(branch.query("SELECT 1 FROM users WHERE username = ?", (username,))), 10, "mirrored"
-    )
-
-
 def test_blackhole_goes_offline_in_time_and_no_request_waits_past_the_budget(
     proxied: tuple[Primary, FaultProxyProcess], tmp_path: Path
 ) -> None:
@@ -57,7 +46,7 @@ def test_blackhole_goes_offline_in_time_and_no_request_waits_past_the_budget(
     wan = {"probe_interval_secs": INTERVAL, "offline_after_failures": FAILURES, "online_after_successes": 3}
     branch = start_branch(primary, tmp_path, budget_ms=BUDGET_MS, wan=wan, primary_urls=[proxy.url])
     try:
-        add_user(primary, branch, "bea", "C-bea")
+        add_user(primary, branch, "bea", 10, card_numbers=["C-bea"], balance_cents=10_000)
         eventually(lambda: mode(branch) == "online", 10, "online through the proxy")
 
         offline_at: list[float] = []
