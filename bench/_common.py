@@ -1,22 +1,26 @@
-"""Pieces shared by the site benchmarks: a primary and an enrolled site, started the way an admin
-does (`siteserver primary run`, `siteserver site enroll`, `siteserver site run`, through
-siteserver.launch), plus small readers of /proc and of the site's database.
+"""Pieces shared by the benchmarks: a primary and an enrolled site, started the way an admin does
+(`siteserver primary run`, `siteserver site enroll`, `siteserver site run`, through
+siteserver.launch), small readers of /proc and of the site's database, and the scripts' common
+ending (stopping what they started, printing failures, the exit code).
 
-Not a benchmark itself; `bench/primary_login.py` keeps its own helpers and the site scripts import
-those (wrk, the bare app, the sequential client) from there.
+Importing it puts this checkout first on sys.path, so every script imports it before anything of
+the project. Not a benchmark itself; the login pieces (wrk, the bare app, the sequential client, the
+login tables) are `bench/primary_login.py`'s, and the other scripts import those from there.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -220,3 +224,60 @@ def log_errors(process: RoleProcess, name: str) -> None:
     lines = [ln for ln in process.log_tail(20_000).splitlines() if " ERROR " in ln or "Traceback" in ln]
     if lines:
         print(f"{name} log has errors:\n  " + "\n  ".join(lines[-10:]), file=sys.stderr)
+
+
+# -- the scripts' common ending -------------------------------------------------------------------
+
+
+def wrk_missing() -> bool:
+    """True, after saying so on stderr, when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return True
+    return False
+
+
+def exited(*named: tuple[str, subprocess.Popen[bytes] | None]) -> list[str]:
+    """A failure line for each (name, process) started that is no longer running."""
+    return [
+        f"{name} exited during the run with {p.returncode}"
+        for name, p in named
+        if p is not None and p.poll() is not None
+    ]
+
+
+def stop_server(handle: PrimaryHandle | SiteHandle | None, name: str) -> None:
+    """Stop a primary or site (None: it was never made), then print its log's errors, if any."""
+    if handle is not None:
+        handle.process.stop()
+        log_errors(handle.process, name)
+
+
+def keep_or_remove(root: Path, keep: bool, indent: str = "") -> None:
+    """--keep: say where the files are; else delete the temp dir."""
+    if keep:
+        print(f"{indent}kept {root}", flush=True)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report_failures(failures: list[str], ok_line: str | None = None, heading: str = "FAILURES:") -> int:
+    """Print `heading` and the failures, one a line, and return 1; or print `ok_line` (if any), return 0."""
+    if failures:
+        print(heading)
+        for f in failures:
+            print("  " + f)
+        return 1
+    if ok_line is not None:
+        print(ok_line)
+    return 0
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """A script's entry point: exit with main()'s code, or 130 on Ctrl-C (everything started was
+    stopped in the finally blocks)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -15,20 +15,22 @@ round trip alone, for scale). Everything it starts is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
-    log_errors,
+    exited,
+    keep_or_remove,
     make_site,
     ok,
+    report_failures,
+    run_main,
     site_ro,
     start_primary,
+    stop_server,
     wait_bootstrapped,
 )
 
@@ -103,20 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                     patch_rt.append(1000 * (t_patch - t))
         finally:
             conn.close()
-        for name, p in (("primary", primary.process.proc), ("site", site.process.proc)):
-            if p is not None and p.poll() is not None:
-                failures.append(f"{name} exited during the run with {p.returncode}")
+        failures += exited(("primary", primary.process.proc), ("site", site.process.proc))
     finally:
-        if site is not None:
-            site.process.stop()
-            log_errors(site.process, "site")
-        if primary is not None:
-            primary.process.stop()
-            log_errors(primary.process, "primary")
-        if args.keep:
-            print(f"  kept {root}", flush=True)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        stop_server(site, "site")
+        stop_server(primary, "primary")
+        keep_or_remove(root, args.keep, indent="  ")
 
     lat, rt = sorted(latency), sorted(patch_rt)
     print()
@@ -138,17 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p95 = pct(lat, 0.95)
     print()
     print(f"p95 {p95:.0f} ms vs target < {TARGET_P95_MS:g} ms: {'ok' if p95 < TARGET_P95_MS else 'MISSED'}")
-    if failures:
-        print("FAILURES:")
-        for f in failures:
-            print("  " + f)
-        return 1
-    return 0
+    return report_failures(failures)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # everything started was stopped in the finally blocks
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

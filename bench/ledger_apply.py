@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -30,10 +29,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-try:
-    import siteserver  # noqa: F401
-except ImportError:  # not installed: run from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+    report_failures,
+    run_main,
+)
 
 from migrations.primary import migrations
 from siteserver.domain import Enforcement
@@ -174,13 +173,15 @@ def run_ledger(path: Path, w: Workload) -> tuple[Timing, dict[str, int], Databas
 
 
 def bare_schema(migrated: Path) -> list[str]:
-    """The real `accounts` and `ledger` DDL (tables, indexes, triggers) from a migrated file."""
+    """The real `accounts` and `ledger` DDL (tables, indexes, triggers) from a migrated file, and
+    the `change_log` table their sync-feed triggers write to."""
     sdb = connect(migrated, readonly=True)
     try:
         stmts = [
             r[0]
             for r in sdb.execute(
-                "SELECT sql FROM sqlite_master WHERE tbl_name IN ('accounts', 'ledger') AND sql IS NOT NULL"
+                "SELECT sql FROM sqlite_master WHERE tbl_name IN ('accounts', 'ledger', 'change_log')"
+                " AND sql IS NOT NULL"
                 " ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END,"
                 " CASE tbl_name WHEN 'accounts' THEN 0 ELSE 1 END, name"
             )
@@ -339,21 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds > 1:
         print("(fastest round of each)")
     print()
-    if problems:
-        print("CONSISTENCY CHECK FAILED:")
-        for p in problems:
-            print("  " + p)
-        return 1
-    print(
+    # A slow run is a number to read, not a failure; only corruption fails.
+    return report_failures(
+        problems,
         f"consistency: OK ({args.accounts:,} account balances == sum of their ledger rows == expected; "
-        f"{args.charges:,} rows, all 'applied', distinct txn_ids)"
+        f"{args.charges:,} rows, all 'applied', distinct txn_ids)",
+        heading="CONSISTENCY CHECK FAILED:",
     )
-    return 0  # a slow run is a number to read, not a failure; only corruption fails
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # everything started was stopped in the finally blocks
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

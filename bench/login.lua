@@ -1,14 +1,12 @@
 -- wrk script for bench/primary_login.py: POST card logins with a random seeded card number.
 --   wrk -t2 -c32 -d10s --latency -s bench/login.lua http://HOST:PORT/api/device/v1/login -- TOKEN NCARDS
--- Cards are "C000001" .. "C<NCARDS>". At the end it prints one line "BENCH-JSON {...}" with exact
--- counts and latency percentiles (microseconds) for the driver to parse.
+-- Cards are "C000001" .. "C<NCARDS>". setup() and done() are bench/bench_json.lua's: at the end it
+-- prints one line "BENCH-JSON {...}" with exact counts and latency percentiles (microseconds) for the
+-- driver to parse.
 
-local counter = 0
-
-function setup(thread)
-  counter = counter + 1
-  thread:set("id", counter)
-end
+-- Next to this file: wrk loads the script by the path given to -s, which is also this chunk's source.
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or ""
+dofile(here .. "bench_json.lua")
 
 function init(args)
   token = args[1]
@@ -25,15 +23,4 @@ function request()
     ["Authorization"] = "Bearer " .. token,
   }
   return wrk.format("POST", nil, headers, body)
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH-JSON {"requests": %d, "duration_us": %d, "bytes": %d, "status_errors": %d, ' ..
-    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d, ' ..
-    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f}\n',
-    summary.requests, summary.duration, summary.bytes, e.status,
-    e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end

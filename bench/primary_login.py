@@ -1,14 +1,16 @@
 """Card-login throughput and latency of a real primary, next to a bare FastAPI app on the same stack.
 
 It starts a primary the way an admin does (`siteserver primary run --config …`, through
-siteserver.launch), seeds it through the admin API (a printer, a device and --users users with
-cards C000001…), starts bench/bare_app.py on the primary's own serving stack
+siteserver.launch and bench/_common.py), seeds it through the admin API (a printer, a device and
+--users users with cards C000001…), starts bench/bare_app.py on the primary's own serving stack
 (siteserver.serving.serve: one uvicorn process, httptools/uvloop as uvicorn picks them, the same GC
 tuning, access log off), then drives each with wrk (-t2 -c32 --latency, bench/login.lua:
 POST /api/device/v1/login {"card_number": <random seeded card>} with the device's bearer token)
 after a short warm-up, and finally measures unloaded
 latency with --sequential one-at-a-time requests on a keep-alive httpx client. Every non-2xx
 answer or socket error is reported as a failure. All processes it starts are stopped at the end.
+site_login.py runs the same measurement (and prints the same tables) with this module's pieces, and
+wan_outage.py uses its wrk runner and bare app.
 
     python bench/primary_login.py [--duration 10] [--users 1000] [--threads 2] [--connections 32]
 """
@@ -17,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -30,25 +29,29 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
+from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+    ROOT,
+    cpu_seconds,
+    exited,
+    keep_or_remove,
+    ok,
+    report_failures,
+    run_main,
+    start_primary,
+    stop_server,
+    wrk_missing,
+)
 
-try:
-    import siteserver  # noqa: F401
-except ImportError:  # not installed: run from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from siteserver.domain.sessions import MAX_SESSIONS
-from siteserver.launch import RoleProcess, free_port, health_url, primary_config
+from siteserver.launch import free_port
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 LOGIN_PATH = "/api/device/v1/login"
 LUA = BENCH / "login.lua"
+BARE = "bare FastAPI"  # the bare app's row in the login tables
 FLOOR_RPS = 3_000  # the issue's floor for card login on the 2-core reference machine
 FLOOR_P99_MS = 18.0
-SESSION_CAP_WARN = int(0.9 * MAX_SESSIONS)
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -107,26 +110,11 @@ def tail(path: Path, n: int = 3000) -> str:
         return ""
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # -- seeding ------------------------------------------------------------------------------------
 
 
 def card(i: int) -> str:
     return f"C{i:06d}"
-
-
-def _ok(r: httpx.Response) -> Any:
-    if r.status_code >= 400:
-        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
-    return r.json() if r.content else None
 
 
 def seed(base: str, admin_token: str, users: int, *, site_id: str = "head-office") -> str:
@@ -138,7 +126,7 @@ def seed(base: str, admin_token: str, users: int, *, site_id: str = "head-office
         timeout=30,
         limits=httpx.Limits(max_connections=8),
     ) as c:
-        _ok(
+        ok(
             c.post(
                 "/api/admin/v1/printers",
                 json={
@@ -151,12 +139,12 @@ def seed(base: str, admin_token: str, users: int, *, site_id: str = "head-office
                 },
             )
         )
-        token = _ok(c.post("/api/admin/v1/devices", json={"device_id": "bench-mfd", "printer": "bench-mono"}))
+        token = ok(c.post("/api/admin/v1/devices", json={"device_id": "bench-mfd", "printer": "bench-mono"}))
         # Several at a time: the primary's writer commits concurrent creates together.
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(
                 pool.map(
-                    lambda i: _ok(
+                    lambda i: ok(
                         c.post(
                             "/api/admin/v1/users",
                             json={
@@ -192,24 +180,15 @@ class WrkResult:
 
 
 def run_wrk(
-    url: str, token: str, users: int, *, threads: int, connections: int, duration: float, server_pid: int
+    url: str, lua: Path, wrk_args: list[str], *, threads: int, connections: int, duration: float, pid: int
 ) -> WrkResult:
-    cmd = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration:g}s",
-        "--latency",
-        "-s",
-        str(LUA),
-        url + LOGIN_PATH,
-        "--",
-        token,
-        str(users),
-    ]
-    cpu0, t0 = cpu_seconds(server_pid), time.perf_counter()
+    """wrk --latency with one of the BENCH-JSON Lua scripts (bench/login.lua, bench/usage.lua) and
+    `wrk_args` after `--`; `pid` is the server whose CPU time is counted."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(lua)]
+    cmd += [url, "--", *wrk_args]
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
-    cpu1, t1 = cpu_seconds(server_pid), time.perf_counter()
+    cpu1, t1 = cpu_seconds(pid), time.perf_counter()
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-JSON ")), None)
@@ -267,11 +246,12 @@ def sequential(url: str, token: str, users: int, n: int, warmup: int = 50) -> Se
     )
 
 
-# -- main ---------------------------------------------------------------------------------------
+# -- the login benchmark, shared with site_login.py -----------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def login_args(argv: list[str] | None, description: str, keep_help: str) -> argparse.Namespace:
+    """The command line of primary_login.py and site_login.py."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--duration", type=float, default=10, help="seconds of wrk load per server")
     ap.add_argument("--warmup", type=float, default=2, help="seconds of wrk load before each measurement")
     ap.add_argument("--threads", type=int, default=2)
@@ -279,146 +259,82 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=1000, help="seeded users, one card each")
     ap.add_argument("--sequential", type=int, default=500, help="requests for the unloaded latency")
     ap.add_argument("--show-wrk", action="store_true", help="print wrk's own report too")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, database)")
+    ap.add_argument("--keep", action="store_true", help=keep_help)
     args = ap.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 1
     if args.users < 1 or args.users > 999_999:
         ap.error("--users must be between 1 and 999999")
+    return args
 
-    root = Path(tempfile.mkdtemp(prefix="bench-login-"))
-    admin_token, health_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    port = free_port()
-    cfg = primary_config(
-        root,
-        name="primary",
-        database=root / "primary.db",
-        port=port,
-        admin_token=admin_token,
-        health_key=health_key,
-        extra={"access_log": False, "log_level": "warning"},
+
+def check_login(url: str, token: str, what: str) -> None:
+    """One card login with card(1) at `url`; raises unless it logs bench000001 in."""
+    check = ok(
+        httpx.post(
+            url + LOGIN_PATH,
+            json={"card_number": card(1)},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
     )
-    primary = RoleProcess("primary", cfg, port, root / "primary.log")
-    bare = BareProcess(free_port(), root / "bare.log")
-    failures: list[str] = []
-    try:
-        print(f"primary_login: files in {root}", flush=True)
-        primary.start()
-        bare.start()
-        primary.wait_listening()
-        deadline = time.monotonic() + 30
-        while httpx.get(health_url(primary.url, health_key), timeout=2).status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("primary did not become active: " + primary.log_tail())
-            time.sleep(0.1)
-        bare.wait_listening()
+    if check.get("username") != "bench000001":
+        raise RuntimeError(f"{what} answered {check}")
 
-        t = time.perf_counter()
-        token = seed(primary.url, admin_token, args.users)
+
+def measure_logins(
+    servers: list[tuple[str, str, int]], token: str, args: argparse.Namespace, failures: list[str]
+) -> tuple[dict[str, WrkResult], dict[str, SeqResult]]:
+    """Card logins at each (name, url, pid) in turn: --warmup s of wrk load, then --duration s measured
+    with bench/login.lua; then --sequential one-at-a-time requests at each. Returns the wrk results
+    and the sequential ones. Non-2xx answers and socket errors are added to `failures`."""
+    results: dict[str, WrkResult] = {}
+    wrk_args = [token, str(args.users)]
+    for name, url, pid in servers:
+        kw = {"threads": args.threads, "connections": args.connections, "pid": pid}
+        if args.warmup > 0:
+            run_wrk(url + LOGIN_PATH, LUA, wrk_args, duration=args.warmup, **kw)
         print(
-            f"  seeded {args.users:,} users with cards, a printer and a device "
-            f"in {time.perf_counter() - t:.1f} s",
+            f"  wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s against {name} …",
             flush=True,
         )
-        check = _ok(
-            httpx.post(
-                primary.url + LOGIN_PATH,
-                json={"card_number": card(1)},
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=10,
-            )
-        )
-        if check.get("username") != "bench000001":
-            raise RuntimeError(f"card login answered {check}")
+        r = run_wrk(url + LOGIN_PATH, LUA, wrk_args, duration=args.duration, **kw)
+        results[name] = r
+        if args.show_wrk:
+            print(r.raw)
+        if r.non2xx or r.socket_errors:
+            failures.append(f"{name}: {r.non2xx} non-2xx answers, {r.socket_errors} socket errors")
 
-        assert primary.proc is not None and bare.proc is not None
-        results: dict[str, WrkResult] = {}
-        logins = 0  # sessions the primary holds (each login opens one; none is closed here)
-        for name, srv, pid in (
-            ("bare FastAPI", bare.url, bare.proc.pid),
-            ("card login", primary.url, primary.proc.pid),
-        ):
-            if args.warmup > 0:
-                w = run_wrk(
-                    srv,
-                    token,
-                    args.users,
-                    threads=args.threads,
-                    connections=args.connections,
-                    duration=args.warmup,
-                    server_pid=pid,
-                )
-                if name == "card login":
-                    logins += w.requests
-            print(
-                f"  wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s against {name} …",
-                flush=True,
-            )
-            r = run_wrk(
-                srv,
-                token,
-                args.users,
-                threads=args.threads,
-                connections=args.connections,
-                duration=args.duration,
-                server_pid=pid,
-            )
-            results[name] = r
-            if name == "card login":
-                logins += r.requests
-            if args.show_wrk:
-                print(r.raw)
-            if r.non2xx or r.socket_errors:
-                failures.append(f"{name}: {r.non2xx} non-2xx answers, {r.socket_errors} socket errors")
+    seq = {name: sequential(url, token, args.users, args.sequential) for name, url, _ in servers}
+    for name, s in seq.items():
+        if s.failures:
+            failures.append(f"{name} (sequential): {s.failures} non-200 answers")
+    return results, seq
 
-        seq = {
-            name: sequential(srv, token, args.users, args.sequential)
-            for name, srv in (("bare FastAPI", bare.url), ("card login", primary.url))
-        }
-        for name, s in seq.items():
-            if s.failures:
-                failures.append(f"{name} (sequential): {s.failures} non-200 answers")
 
-        for name, proc in (("primary", primary.proc), ("bare app", bare.proc)):
-            if proc.poll() is not None:
-                failures.append(f"{name} exited during the run with {proc.returncode}")
-    finally:
-        bare.stop()
-        primary.stop()
-        errors_in_log = [ln for ln in primary.log_tail(20_000).splitlines() if " ERROR " in ln]
-        if errors_in_log:
-            print("primary log has errors:\n  " + "\n  ".join(errors_in_log[-10:]), file=sys.stderr)
-        if args.keep:
-            print(f"kept {root}", flush=True)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-    bare_r, login_r = results["bare FastAPI"], results["card login"]
-    if logins > SESSION_CAP_WARN:
-        print(
-            f"\nWARNING: this run opened about {logins:,} device sessions. The primary's SessionRegistry "
-            f"holds at most {MAX_SESSIONS:,}; once full, every login rebuilds the whole table (~13 ms "
-            "each), so the numbers above may show that collapse rather than steady state. "
-            "Use a shorter --duration (see bench/README.md)."
-        )
+def print_login_tables(
+    args: argparse.Namespace,
+    results: dict[str, WrkResult],
+    seq: dict[str, SeqResult],
+    login: str,
+    ratio_label: str,
+) -> None:
+    """The wrk table (a row per server, then `login` / bare as `ratio_label`) and the unloaded one."""
+    bare_r, login_r = results[BARE], results[login]
     print()
     print(
         f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s, {args.users:,} cards; "
         f"latency in ms; CPU = server process CPU per request / share of one core"
     )
-    hdr = (
+    print(
         f"{'':<16}{'req/s':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'non-2xx':>9}{'sock err':>9}"
         f"{'CPU us/req':>11}{'CPU %':>7}"
     )
-    print(hdr)
     for name, r in results.items():
         print(
             f"{name:<16}{r.rps:>9,.0f}{r.p50_ms:>8.2f}{r.p90_ms:>8.2f}{r.p99_ms:>8.2f}{r.max_ms:>8.1f}"
             f"{r.non2xx:>9}{r.socket_errors:>9}{r.cpu_per_req_us:>11,.0f}{r.server_cpu_pct:>7.0f}"
         )
     print(
-        f"{'login / bare':<16}{login_r.rps / bare_r.rps:>9.0%}{login_r.p50_ms / bare_r.p50_ms:>7.1f}x"
+        f"{ratio_label:<16}{login_r.rps / bare_r.rps:>9.0%}{login_r.p50_ms / bare_r.p50_ms:>7.1f}x"
         f"{'':>8}{login_r.p99_ms / bare_r.p99_ms:>7.1f}x{'':>8}{'':>9}{'':>9}"
         f"{login_r.cpu_per_req_us / bare_r.cpu_per_req_us:>10.1f}x"
     )
@@ -428,6 +344,50 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in seq.items():
         print(f"{name:<16}{s.p50_ms:>8.2f}{s.p99_ms:>8.2f}{s.mean_ms:>8.2f}")
     print()
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = login_args(argv, __doc__.split("\n\n")[0], "keep the temp dir (configs, logs, database)")
+    if wrk_missing():
+        return 1
+
+    root = Path(tempfile.mkdtemp(prefix="bench-login-"))
+    primary = None
+    bare = BareProcess(free_port(), root / "bare.log")
+    failures: list[str] = []
+    try:
+        print(f"primary_login: files in {root}", flush=True)
+        bare.start()  # starts up while the primary does
+        primary = start_primary(root)
+        bare.wait_listening()
+
+        t = time.perf_counter()
+        token = seed(primary.url, primary.admin_token, args.users)
+        print(
+            f"  seeded {args.users:,} users with cards, a printer and a device "
+            f"in {time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
+        check_login(primary.url, token, "card login")
+
+        assert primary.process.proc is not None and bare.proc is not None
+        results, seq = measure_logins(
+            [(BARE, bare.url, bare.proc.pid), ("card login", primary.url, primary.process.proc.pid)],
+            token,
+            args,
+            failures,
+        )
+        failures += exited(("primary", primary.process.proc), ("bare app", bare.proc))
+    finally:
+        bare.stop()
+        stop_server(primary, "primary")
+        keep_or_remove(root, args.keep)
+
+    print_login_tables(args, results, seq, "card login", "login / bare")
+    login_r = results["card login"]
     rps_ok = login_r.rps >= FLOOR_RPS
     p99_ok = login_r.p99_ms <= FLOOR_P99_MS
     print(
@@ -435,18 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         f">= {FLOOR_RPS:,}), p99 {login_r.p99_ms:.1f} ms "
         f"({'ok' if p99_ok else 'ABOVE'} <= {FLOOR_P99_MS:g})"
     )
-    if failures:
-        print("FAILURES:")
-        for f in failures:
-            print("  " + f)
-        return 1
-    print("no errors: every answer was 2xx")
-    return 0
+    return report_failures(failures, "no errors: every answer was 2xx")
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # everything started was stopped in the finally blocks
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,10 +29,13 @@ from pathlib import Path
 
 from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
     cpu_seconds,
-    log_errors,
+    keep_or_remove,
     make_site,
     proc_status,
+    report_failures,
+    run_main,
     start_primary,
+    stop_server,
     wait_bootstrapped,
 )
 
@@ -166,16 +167,9 @@ def run_one(users: int, keep: bool, timeout: float) -> Result:
         )
         return Result(users, build, cursor, secs, listening, rss, scpu, pcpu1 - pcpu0, counts, mcursor)
     finally:
-        if site is not None:
-            site.process.stop()
-            log_errors(site.process, "site")
-        if primary is not None:
-            primary.process.stop()
-            log_errors(primary.process, "primary")
-        if keep:
-            print(f"  kept {root}", flush=True)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        stop_server(site, "site")
+        stop_server(primary, "primary")
+        keep_or_remove(root, keep, indent="  ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,18 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r.users:,} users: {r.secs:.2f} s vs target < {target:g} s: {verdict}")
         verdict = "ok" if r.rss_mb < TARGET_RSS_MB else "MISSED"
         print(f"{r.users:,} users: peak RSS {r.rss_mb:.0f} MB vs target < {TARGET_RSS_MB} MB: {verdict}")
-    if failures:
-        print("FAILURES:")
-        for f in failures:
-            print("  " + f)
-        return 1
-    print("mirror check: OK (users, cards and accounts match the primary, same cursor)")
-    return 0
+    return report_failures(
+        failures, "mirror check: OK (users, cards and accounts match the primary, same cursor)"
+    )
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # everything started was stopped in the finally blocks
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -28,13 +28,9 @@ Everything it starts is stopped at the end, also on errors and Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import shutil
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,14 +38,18 @@ from pathlib import Path
 import httpx
 from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
     SiteHandle,
-    cpu_seconds,
-    log_errors,
+    exited,
+    keep_or_remove,
     make_site,
     ok,
+    report_failures,
+    run_main,
     start_primary,
+    stop_server,
     wait_bootstrapped,
+    wrk_missing,
 )
-from primary_login import LOGIN_PATH, BareProcess, WrkResult  # type: ignore[import-not-found]
+from primary_login import LOGIN_PATH, BareProcess, WrkResult, run_wrk  # type: ignore[import-not-found]
 from site_login import seed, wait_mirrored  # type: ignore[import-not-found]
 
 from siteserver.faultproxy import FaultProxyProcess
@@ -114,37 +114,6 @@ def detect(
     return out
 
 
-def run_wrk(
-    url: str, lua: Path, args: list[str], *, threads: int, connections: int, duration: int, pid: int
-) -> WrkResult:
-    """wrk with one of the BENCH-JSON Lua scripts (bench/login.lua, bench/usage.lua)."""
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua)]
-    cmd += [url, "--", *args]
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
-    cpu1, t1 = cpu_seconds(pid), time.perf_counter()
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"no BENCH-JSON line in wrk's output:\n{proc.stdout}\n{proc.stderr}")
-    d = json.loads(line.removeprefix("BENCH-JSON "))
-    n = d["requests"]
-    return WrkResult(
-        rps=n / (d["duration_us"] / 1e6),
-        requests=n,
-        p50_ms=d["p50_us"] / 1000,
-        p90_ms=d["p90_us"] / 1000,
-        p99_ms=d["p99_us"] / 1000,
-        max_ms=d["max_us"] / 1000,
-        non2xx=d["status_errors"],
-        socket_errors=d["connect_errors"] + d["read_errors"] + d["write_errors"] + d["timeouts"],
-        cpu_per_req_us=1e6 * (cpu1 - cpu0) / n if n else float("nan"),
-        server_cpu_pct=100 * (cpu1 - cpu0) / (t1 - t0),
-        raw=proc.stdout,
-    )
-
-
 def bare_sqlite(directory: Path, seconds: float) -> tuple[float, int]:
     """Single-row INSERT + COMMIT in a loop, WAL, synchronous=FULL, fresh file; (commits/s, commits)."""
     path = directory / "bare-commits.db"
@@ -182,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, databases)")
     args = ap.parse_args(argv)
     parts = set(args.parts)
-    if "charge" in parts and shutil.which("wrk") is None:
-        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    if "charge" in parts and wrk_missing():
         return 1
 
     root = Path(tempfile.mkdtemp(prefix="bench-wan-outage-"))
@@ -271,23 +239,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bare SQLite single-row commits for {args.sqlite_secs:g} s …", flush=True)
             sqlite_rate = bare_sqlite(site.data_dir, args.sqlite_secs)
 
-        for name, proc in (("site", site.process.proc), ("bare app", bare.proc)):
-            if proc is not None and proc.poll() is not None:
-                failures.append(f"{name} exited during the run with {proc.returncode}")
+        failures += exited(("site", site.process.proc), ("bare app", bare.proc))
     finally:
         bare.stop()
-        if site is not None:
-            site.process.stop()
-            log_errors(site.process, "site")
+        stop_server(site, "site")
         if proxy is not None:
             proxy.stop()
-        if primary is not None:
-            primary.process.stop()
-            log_errors(primary.process, "primary")
-        if args.keep:
-            print(f"kept {root}", flush=True)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        stop_server(primary, "primary")
+        keep_or_remove(root, args.keep)
 
     print()
     if detected:
@@ -334,18 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             off = results["offline copy"].rps
             print(f"offline copy charges / bare commits: {off:,.0f} / {rate:,.0f} = {off / rate:.2f}x")
         print()
-    if failures:
-        print("FAILURES:")
-        for f in failures:
-            print("  " + f)
-        return 1
-    print("no errors")
-    return 0
+    return report_failures(failures, "no errors")
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # everything started was stopped in the finally blocks
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)
