@@ -9,12 +9,12 @@ import sqlite3
 import sqlite_utils
 
 
-def run_script(db: sqlite_utils.Database, script: str) -> None:
+def run_script(conn: sqlite_utils.Database, script: str) -> None:
     stmt = ""
     for line in script.splitlines(keepends=True):
         stmt += line
         if sqlite3.complete_statement(stmt):
-            db.execute(stmt)
+            conn.execute(stmt)
             stmt = ""
     if stmt.strip():
         raise ValueError(f"incomplete SQL statement in migration: {stmt[:80]!r}")

@@ -11,9 +11,9 @@ migrations = Migrations("siteserver-primary")
 
 
 @migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
+def m001_initial(conn: sqlite_utils.Database) -> None:
     run_script(
-        db,
+        conn,
         """
 -- Accounts hold money; a user has one personal account, shared accounts have members.
 CREATE TABLE accounts (
@@ -204,9 +204,9 @@ VALUES ('shared', 'Offline Account', 0, 0, 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'no
 
 
 @migrations()
-def m002_sync_nonces(db: sqlite_utils.Database) -> None:
+def m002_sync_nonces(conn: sqlite_utils.Database) -> None:
     run_script(
-        db,
+        conn,
         """
 -- Nonces of signed sync requests seen recently, per site: a replayed request is refused.
 -- Rows older than twice the signature window are pruned as new ones arrive.
@@ -222,11 +222,11 @@ CREATE INDEX sync_nonces_seen ON sync_nonces(seen_at);
 
 
 @migrations()
-def m003_change_feed(db: sqlite_utils.Database) -> None:
+def m003_change_feed(conn: sqlite_utils.Database) -> None:
     from sync.mirrored import MIRRORED_TABLES, change_log_triggers
 
     run_script(
-        db,
+        conn,
         """
 -- The seq of the last ledger row applied to an account: a site compares it with the seq the
 -- primary gave each of its journal entries, so no charge is subtracted twice or forgotten.

@@ -19,9 +19,9 @@ migrations = Migrations("siteserver-site")
 
 
 @migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
+def m001_initial(conn: sqlite_utils.Database) -> None:
     run_script(
-        db,
+        conn,
         """
 -- Mirrored from the primary (see migrations/primary.py for the meaning of every column).
 CREATE TABLE accounts (
@@ -155,9 +155,9 @@ CREATE TABLE mode_changes (
 
 
 @migrations()
-def m002_jobs(db: sqlite_utils.Database) -> None:
+def m002_jobs(conn: sqlite_utils.Database) -> None:
     run_script(
-        db,
+        conn,
         """
 -- Print jobs submitted at this site (the primary's columns: store.jobs works on both). A job a
 -- device releases is 'releasing' until the primary's verdict (or the request budget) is in.
@@ -235,12 +235,12 @@ def _totals(row: str, sign: str) -> str:
 
 
 @migrations()
-def m003_journal_totals(db: sqlite_utils.Database) -> None:
+def m003_journal_totals(conn: sqlite_utils.Database) -> None:
     """Running totals of what the primary has not yet seen, kept by triggers in the same
     transaction as each journal write: a charge reads its account's pending total in one lookup
     instead of summing every pending entry (which made an outage slower the longer it lasted)."""
     run_script(
-        db,
+        conn,
         f"""
 -- Per account: the sum and count of its pending journal entries.
 CREATE TABLE journal_unmerged (
@@ -272,7 +272,7 @@ DROP INDEX journal_account;
     )
     # Totals for the entries already there (a site upgraded in the middle of an outage).
     run_script(
-        db,
+        conn,
         f"""
 INSERT INTO journal_unmerged (account, pending_cents, entries)
   SELECT R.account, SUM(R.amount_cents), count(*) FROM journal R WHERE R.status = 'pending'
@@ -290,14 +290,14 @@ INSERT INTO offline_exposure (spender, cents)
 
 
 @migrations()
-def m004_journal_sent(db: sqlite_utils.Database) -> None:
+def m004_journal_sent(conn: sqlite_utils.Database) -> None:
     """`sent`: the entry may have reached the primary (set before its first upload, in the same
     transaction as the entry when a request pushes it at once). A pending entry that was sent is
     *in doubt*: the primary may have applied it without its answer reaching the site. The mirror
     settles the entries in doubt of an account before it applies that account's row from the
     feed, so no charge is in the mirrored balance and pending at once (invariant 3)."""
     run_script(
-        db,
+        conn,
         """
 ALTER TABLE journal ADD COLUMN sent INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1));
 -- Pending entries written before this column existed may have left the site: in doubt.

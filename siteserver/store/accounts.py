@@ -66,38 +66,38 @@ _LOGIN_WHERE = {
 }
 
 
-def login_lookup(db: sqlite_utils.Database, by: str, value: str) -> tuple[UserRecord | None, list[str]]:
+def login_lookup(conn: sqlite_utils.Database, by: str, value: str) -> tuple[UserRecord | None, list[str]]:
     """A login's whole read in one statement: the user found by card hash, ID number hash or
     username, and the shared accounts they may charge (sorted)."""
-    row = db.execute(_LOGIN_SELECT + _LOGIN_WHERE[by], [value]).fetchone()
+    row = conn.execute(_LOGIN_SELECT + _LOGIN_WHERE[by], [value]).fetchone()
     if row is None:
         return None, []
     shared = sorted(row[0].split(_UNIT_SEP)) if row[0] else []
     return _user(row[1:]), shared
 
 
-def get_user(db: sqlite_utils.Database, username: str) -> UserRecord | None:
-    return _user(db.execute(_USER_SELECT + " WHERE u.username = ?", [username]).fetchone())
+def get_user(conn: sqlite_utils.Database, username: str) -> UserRecord | None:
+    return _user(conn.execute(_USER_SELECT + " WHERE u.username = ?", [username]).fetchone())
 
 
-def require_user(db: sqlite_utils.Database, username: str) -> UserRecord:
-    user = get_user(db, username)
+def require_user(conn: sqlite_utils.Database, username: str) -> UserRecord:
+    user = get_user(conn, username)
     if user is None:
         raise NotFound(f"no user named {username!r}")
     return user
 
 
-def user_by_card(db: sqlite_utils.Database, card_hash: str) -> UserRecord | None:
+def user_by_card(conn: sqlite_utils.Database, card_hash: str) -> UserRecord | None:
     return _user(
-        db.execute(
+        conn.execute(
             _USER_SELECT + " JOIN user_cards c ON c.username = u.username WHERE c.card_hash = ?",
             [card_hash],
         ).fetchone()
     )
 
 
-def user_by_id_number(db: sqlite_utils.Database, id_number_hash: str) -> UserRecord | None:
-    return _user(db.execute(_USER_SELECT + " WHERE u.id_number_hash = ?", [id_number_hash]).fetchone())
+def user_by_id_number(conn: sqlite_utils.Database, id_number_hash: str) -> UserRecord | None:
+    return _user(conn.execute(_USER_SELECT + " WHERE u.id_number_hash = ?", [id_number_hash]).fetchone())
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +119,11 @@ class UserChanges:
     disabled: bool | None = None
 
 
-def create_user(db: sqlite_utils.Database, username: str, changes: UserChanges, *, now: str) -> int:
+def create_user(conn: sqlite_utils.Database, username: str, changes: UserChanges, *, now: str) -> int:
     """Insert a user with a personal account at balance 0; returns the account id."""
-    if get_user(db, username) is not None:
+    if get_user(conn, username) is not None:
         raise Conflict(f"a user named {username!r} already exists")
-    cur = db.execute(
+    cur = conn.execute(
         "INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, created_at)"
         " VALUES ('personal', ?, 0, ?, ?, ?)",
         [
@@ -134,16 +134,16 @@ def create_user(db: sqlite_utils.Database, username: str, changes: UserChanges, 
         ],
     )
     account_id = int(cur.lastrowid or 0)
-    db.execute(
+    conn.execute(
         "INSERT INTO users (username, account_id, full_name, created_at, updated_at) VALUES (?, ?, '', ?, ?)",
         [username, account_id, now, now],
     )
-    update_user(db, username, changes, now=now)
+    update_user(conn, username, changes, now=now)
     return account_id
 
 
-def update_user(db: sqlite_utils.Database, username: str, c: UserChanges, *, now: str) -> None:
-    user = require_user(db, username)
+def update_user(conn: sqlite_utils.Database, username: str, c: UserChanges, *, now: str) -> None:
+    user = require_user(conn, username)
     sets: dict[str, object] = {}
     if c.full_name is not None:
         sets["full_name"] = c.full_name
@@ -157,13 +157,13 @@ def update_user(db: sqlite_utils.Database, username: str, c: UserChanges, *, now
         sets["disabled"] = int(c.disabled)
     if c.id_number_hash is not None or c.clear_id_number:
         if c.id_number_hash is not None:
-            other = user_by_id_number(db, c.id_number_hash)
+            other = user_by_id_number(conn, c.id_number_hash)
             if other is not None and other.username != username:
                 raise Conflict("that ID number already belongs to another user")
         sets["id_number_hash"] = c.id_number_hash
     sets["updated_at"] = now
     assignments = ", ".join(f"{k} = ?" for k in sets)
-    db.execute(f"UPDATE users SET {assignments} WHERE username = ?", [*sets.values(), username])
+    conn.execute(f"UPDATE users SET {assignments} WHERE username = ?", [*sets.values(), username])
     acc_sets: dict[str, object] = {}
     if c.restricted is not None:
         acc_sets["restricted"] = int(c.restricted)
@@ -171,21 +171,21 @@ def update_user(db: sqlite_utils.Database, username: str, c: UserChanges, *, now
         acc_sets["overdraft_cents"] = c.overdraft_cents
     if acc_sets:
         assignments = ", ".join(f"{k} = ?" for k in acc_sets)
-        db.execute(f"UPDATE accounts SET {assignments} WHERE id = ?", [*acc_sets.values(), user.account_id])
+        conn.execute(f"UPDATE accounts SET {assignments} WHERE id = ?", [*acc_sets.values(), user.account_id])
     if c.card_hashes is not None:
-        db.execute("DELETE FROM user_cards WHERE username = ?", [username])
+        conn.execute("DELETE FROM user_cards WHERE username = ?", [username])
         for h in dict.fromkeys(c.card_hashes):
-            owner = db.execute("SELECT username FROM user_cards WHERE card_hash = ?", [h]).fetchone()
+            owner = conn.execute("SELECT username FROM user_cards WHERE card_hash = ?", [h]).fetchone()
             if owner is not None:
                 raise Conflict("a card number already belongs to another user")
-            db.execute("INSERT INTO user_cards (card_hash, username) VALUES (?, ?)", [h, username])
+            conn.execute("INSERT INTO user_cards (card_hash, username) VALUES (?, ?)", [h, username])
 
 
-def delete_user(db: sqlite_utils.Database, username: str, *, now: str) -> None:
+def delete_user(conn: sqlite_utils.Database, username: str, *, now: str) -> None:
     """The user and credentials go; the account closes but keeps its ledger for reports."""
-    user = require_user(db, username)
-    db.execute("DELETE FROM users WHERE username = ?", [username])
-    db.execute("UPDATE accounts SET closed_at = ? WHERE id = ?", [now, user.account_id])
+    user = require_user(conn, username)
+    conn.execute("DELETE FROM users WHERE username = ?", [username])
+    conn.execute("UPDATE accounts SET closed_at = ? WHERE id = ?", [now, user.account_id])
 
 
 # -- shared accounts ---------------------------------------------------------------------------
@@ -210,8 +210,8 @@ class SharedAccount:
         }
 
 
-def get_shared_account(db: sqlite_utils.Database, name: str) -> SharedAccount | None:
-    row = db.execute(
+def get_shared_account(conn: sqlite_utils.Database, name: str) -> SharedAccount | None:
+    row = conn.execute(
         "SELECT id, name, balance_cents, restricted, overdraft_cents FROM accounts"
         " WHERE kind = 'shared' AND name = ? AND closed_at IS NULL",
         [name],
@@ -220,7 +220,7 @@ def get_shared_account(db: sqlite_utils.Database, name: str) -> SharedAccount | 
         return None
     members = tuple(
         r[0]
-        for r in db.execute(
+        for r in conn.execute(
             "SELECT username FROM shared_account_members WHERE account_id = ? ORDER BY username",
             [row[0]],
         )
@@ -229,7 +229,7 @@ def get_shared_account(db: sqlite_utils.Database, name: str) -> SharedAccount | 
 
 
 def create_shared_account(
-    db: sqlite_utils.Database,
+    conn: sqlite_utils.Database,
     name: str,
     *,
     restricted: bool,
@@ -237,28 +237,28 @@ def create_shared_account(
     members: Sequence[str],
     now: str,
 ) -> int:
-    if get_shared_account(db, name) is not None:
+    if get_shared_account(conn, name) is not None:
         raise Conflict(f"a shared account named {name!r} already exists")
-    cur = db.execute(
+    cur = conn.execute(
         "INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, created_at)"
         " VALUES ('shared', ?, 0, ?, ?, ?)",
         [name, int(restricted), overdraft_cents, now],
     )
     account_id = int(cur.lastrowid or 0)
     for username in dict.fromkeys(members):
-        if get_user(db, username) is None:
+        if get_user(conn, username) is None:
             raise Invalid(f"member {username!r} is not a user")
-        db.execute(
+        conn.execute(
             "INSERT INTO shared_account_members (account_id, username) VALUES (?, ?)",
             [account_id, username],
         )
     return account_id
 
 
-def shared_accounts_of(db: sqlite_utils.Database, username: str) -> list[str]:
+def shared_accounts_of(conn: sqlite_utils.Database, username: str) -> list[str]:
     return [
         r[0]
-        for r in db.execute(
+        for r in conn.execute(
             "SELECT a.name FROM shared_account_members m JOIN accounts a ON a.id = m.account_id"
             " WHERE m.username = ? AND a.closed_at IS NULL ORDER BY a.name",
             [username],
@@ -266,14 +266,14 @@ def shared_accounts_of(db: sqlite_utils.Database, username: str) -> list[str]:
     ]
 
 
-def account_by_label(db: sqlite_utils.Database, label: str) -> int | None:
+def account_by_label(conn: sqlite_utils.Database, label: str) -> int | None:
     """The open account an account label names (`user:<username>` / `shared:<name>`, as
     store.ledger.account_label writes them), or None."""
     prefix, _, name = label.partition(":")
     kind = {"user": "personal", "shared": "shared"}.get(prefix)
     if kind is None:
         return None
-    row = db.execute(
+    row = conn.execute(
         "SELECT id FROM accounts WHERE kind = ? AND name = ? AND closed_at IS NULL", [kind, name]
     ).fetchone()
     return None if row is None else int(row[0])

@@ -48,25 +48,25 @@ def _printer(row: Any) -> Printer:
     return Printer(name, site_id, bool(hold), PrinterModel(name, bool(color), bool(duplex), cost))
 
 
-def get_printer(db: sqlite_utils.Database, name: str) -> Printer | None:
-    row = db.execute(f"SELECT {_PRINTER_COLS} FROM printers WHERE name = ?", [name]).fetchone()
+def get_printer(conn: sqlite_utils.Database, name: str) -> Printer | None:
+    row = conn.execute(f"SELECT {_PRINTER_COLS} FROM printers WHERE name = ?", [name]).fetchone()
     return None if row is None else _printer(row)
 
 
-def printers_named(db: sqlite_utils.Database, names: Sequence[str]) -> dict[str, Printer]:
+def printers_named(conn: sqlite_utils.Database, names: Sequence[str]) -> dict[str, Printer]:
     found: dict[str, Printer] = {}
     for name in names:
-        p = get_printer(db, name)
+        p = get_printer(conn, name)
         if p is not None:
             found[name] = p
     return found
 
 
-def create_printer(db: sqlite_utils.Database, p: Printer, *, now: str) -> None:
-    if get_printer(db, p.name) is not None:
+def create_printer(conn: sqlite_utils.Database, p: Printer, *, now: str) -> None:
+    if get_printer(conn, p.name) is not None:
         raise Conflict(f"a printer named {p.name!r} already exists")
     c = p.model.cost
-    db.execute(
+    conn.execute(
         f"INSERT INTO printers ({_PRINTER_COLS}, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [
             p.name,
@@ -84,8 +84,8 @@ def create_printer(db: sqlite_utils.Database, p: Printer, *, now: str) -> None:
     )
 
 
-def _require_printers(db: sqlite_utils.Database, names: Sequence[str]) -> None:
-    missing = [n for n in dict.fromkeys(names) if get_printer(db, n) is None]
+def _require_printers(conn: sqlite_utils.Database, names: Sequence[str]) -> None:
+    missing = [n for n in dict.fromkeys(names) if get_printer(conn, n) is None]
     if missing:
         raise Invalid(f"unknown printer(s): {', '.join(repr(m) for m in missing)}")
 
@@ -94,7 +94,7 @@ def _require_printers(db: sqlite_utils.Database, names: Sequence[str]) -> None:
 
 
 def create_site(
-    db: sqlite_utils.Database,
+    conn: sqlite_utils.Database,
     site_id: str,
     name: str,
     findme_queues: Sequence[tuple[str, Sequence[str]]],
@@ -102,9 +102,9 @@ def create_site(
     enrollment_token_hash: str,
     now: str,
 ) -> None:
-    if db.execute("SELECT 1 FROM sites WHERE site_id = ?", [site_id]).fetchone():
+    if conn.execute("SELECT 1 FROM sites WHERE site_id = ?", [site_id]).fetchone():
         raise Conflict(f"a site {site_id!r} already exists")
-    db.execute(
+    conn.execute(
         "INSERT INTO sites (site_id, name, enrollment_token_hash, created_at) VALUES (?,?,?,?)",
         [site_id, name, enrollment_token_hash, now],
     )
@@ -112,20 +112,20 @@ def create_site(
     if len(set(queue_names)) != len(queue_names):
         raise Invalid("Find-Me queue names must be unique within a site")
     for queue, printers in findme_queues:
-        _require_printers(db, printers)
-        db.execute("INSERT INTO findme_queues (site_id, name) VALUES (?, ?)", [site_id, queue])
+        _require_printers(conn, printers)
+        conn.execute("INSERT INTO findme_queues (site_id, name) VALUES (?, ?)", [site_id, queue])
         for printer in dict.fromkeys(printers):
-            db.execute(
+            conn.execute(
                 "INSERT INTO findme_members (site_id, queue_name, printer) VALUES (?,?,?)",
                 [site_id, queue, printer],
             )
 
 
-def findme_queues(db: sqlite_utils.Database, site_ids: Sequence[str]) -> dict[str, set[str]]:
+def findme_queues(conn: sqlite_utils.Database, site_ids: Sequence[str]) -> dict[str, set[str]]:
     """Find-Me queues of the given sites: queue name -> member printers."""
     queues: dict[str, set[str]] = {}
     for site_id in dict.fromkeys(site_ids):
-        for queue, printer in db.execute(
+        for queue, printer in conn.execute(
             "SELECT q.name, m.printer FROM findme_queues q"
             " LEFT JOIN findme_members m ON m.site_id = q.site_id AND m.queue_name = q.name"
             " WHERE q.site_id = ?",
@@ -137,10 +137,10 @@ def findme_queues(db: sqlite_utils.Database, site_ids: Sequence[str]) -> dict[st
     return queues
 
 
-def list_sites(db: sqlite_utils.Database, *, site_id: str | None = None) -> list[dict[str, object]]:
+def list_sites(conn: sqlite_utils.Database, *, site_id: str | None = None) -> list[dict[str, object]]:
     out = []
     where, args = ("WHERE site_id = ?", [site_id]) if site_id is not None else ("", [])
-    for row in db.execute(
+    for row in conn.execute(
         "SELECT site_id, name, enrolled_at, disabled, last_contact_at, reported_mode,"
         f" journal_backlog FROM sites {where} ORDER BY site_id",
         args,
@@ -157,16 +157,16 @@ def list_sites(db: sqlite_utils.Database, *, site_id: str | None = None) -> list
                 "mode": row[5],
                 "journal_backlog": row[6],
                 "findme_queues": [
-                    {"name": q, "printers": sorted(p)} for q, p in sorted(findme_queues(db, [sid]).items())
+                    {"name": q, "printers": sorted(p)} for q, p in sorted(findme_queues(conn, [sid]).items())
                 ],
             }
         )
     return out
 
 
-def get_site(db: sqlite_utils.Database, site_id: str) -> dict[str, object] | None:
+def get_site(conn: sqlite_utils.Database, site_id: str) -> dict[str, object] | None:
     """One site as `list_sites` shows it."""
-    return next((s for s in list_sites(db, site_id=site_id)), None)
+    return next((s for s in list_sites(conn, site_id=site_id)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,16 +178,16 @@ class SiteKey:
     disabled: bool
 
 
-def site_key(db: sqlite_utils.Database, site_id: str) -> SiteKey | None:
-    row = db.execute(
+def site_key(conn: sqlite_utils.Database, site_id: str) -> SiteKey | None:
+    row = conn.execute(
         "SELECT site_id, public_key, disabled FROM sites WHERE site_id = ?", [site_id]
     ).fetchone()
     return None if row is None else SiteKey(row[0], row[1], bool(row[2]))
 
 
-def enrollment_token_matches(db: sqlite_utils.Database, site_id: str, token_hash: str) -> bool:
+def enrollment_token_matches(conn: sqlite_utils.Database, site_id: str, token_hash: str) -> bool:
     return (
-        db.execute(
+        conn.execute(
             "SELECT 1 FROM sites WHERE site_id = ? AND enrollment_token_hash = ?", [site_id, token_hash]
         ).fetchone()
         is not None
@@ -195,10 +195,10 @@ def enrollment_token_matches(db: sqlite_utils.Database, site_id: str, token_hash
 
 
 def enroll_site(
-    db: sqlite_utils.Database, site_id: str, token_hash: str, public_key: str, *, now: str
+    conn: sqlite_utils.Database, site_id: str, token_hash: str, public_key: str, *, now: str
 ) -> bool:
     """Consume the one-time token and store the site's key; False if the token does not match."""
-    cur = db.execute(
+    cur = conn.execute(
         "UPDATE sites SET public_key = ?, enrolled_at = ?, enrollment_token_hash = NULL"
         " WHERE site_id = ? AND enrollment_token_hash = ?",
         [public_key, now, site_id, token_hash],
@@ -206,40 +206,42 @@ def enroll_site(
     return cur.rowcount == 1
 
 
-def reissue_enrollment_token(db: sqlite_utils.Database, site_id: str, token_hash: str) -> None:
+def reissue_enrollment_token(conn: sqlite_utils.Database, site_id: str, token_hash: str) -> None:
     """A new one-time token; the stored key is dropped, so the old key stops working at once."""
-    require_site(db, site_id)
-    db.execute(
+    require_site(conn, site_id)
+    conn.execute(
         "UPDATE sites SET enrollment_token_hash = ?, public_key = NULL, enrolled_at = NULL WHERE site_id = ?",
         [token_hash, site_id],
     )
 
 
 def update_site(
-    db: sqlite_utils.Database, site_id: str, *, name: str | None = None, disabled: bool | None = None
+    conn: sqlite_utils.Database, site_id: str, *, name: str | None = None, disabled: bool | None = None
 ) -> None:
-    require_site(db, site_id)
+    require_site(conn, site_id)
     if name is not None:
-        db.execute("UPDATE sites SET name = ? WHERE site_id = ?", [name, site_id])
+        conn.execute("UPDATE sites SET name = ? WHERE site_id = ?", [name, site_id])
     if disabled is not None:
-        db.execute("UPDATE sites SET disabled = ? WHERE site_id = ?", [int(disabled), site_id])
+        conn.execute("UPDATE sites SET disabled = ? WHERE site_id = ?", [int(disabled), site_id])
 
 
 def record_heartbeat(
-    db: sqlite_utils.Database, site_id: str, *, mode: str, journal_backlog: int, now: str
+    conn: sqlite_utils.Database, site_id: str, *, mode: str, journal_backlog: int, now: str
 ) -> None:
-    db.execute(
+    conn.execute(
         "UPDATE sites SET last_contact_at = ?, reported_mode = ?, journal_backlog = ? WHERE site_id = ?",
         [now, mode, journal_backlog, site_id],
     )
 
 
-def remember_nonce(db: sqlite_utils.Database, site_id: str, nonce: str, *, now: int, keep_secs: int) -> bool:
+def remember_nonce(
+    conn: sqlite_utils.Database, site_id: str, nonce: str, *, now: int, keep_secs: int
+) -> bool:
     """Record a signed request's nonce; False if this site already used it (a replay).
 
     Rows older than `keep_secs` are pruned in the same transaction."""
-    db.execute("DELETE FROM sync_nonces WHERE seen_at < ?", [now - keep_secs])
-    cur = db.execute(
+    conn.execute("DELETE FROM sync_nonces WHERE seen_at < ?", [now - keep_secs])
+    cur = conn.execute(
         "INSERT OR IGNORE INTO sync_nonces (site_id, nonce, seen_at) VALUES (?, ?, ?)", [site_id, nonce, now]
     )
     return cur.rowcount == 1
@@ -264,45 +266,45 @@ class MachineCredential:
 
 
 def create_device(
-    db: sqlite_utils.Database, device_id: str, printer: str, token_hash: str, *, now: str
+    conn: sqlite_utils.Database, device_id: str, printer: str, token_hash: str, *, now: str
 ) -> None:
-    if db.execute("SELECT 1 FROM devices WHERE device_id = ?", [device_id]).fetchone():
+    if conn.execute("SELECT 1 FROM devices WHERE device_id = ?", [device_id]).fetchone():
         raise Conflict(f"a device {device_id!r} already exists")
-    _require_printers(db, [printer])
-    db.execute(
+    _require_printers(conn, [printer])
+    conn.execute(
         "INSERT INTO devices (device_id, printer, token_hash, created_at) VALUES (?,?,?,?)",
         [device_id, printer, token_hash, now],
     )
 
 
 def create_provider(
-    db: sqlite_utils.Database, provider_id: str, printers: Sequence[str], token_hash: str, *, now: str
+    conn: sqlite_utils.Database, provider_id: str, printers: Sequence[str], token_hash: str, *, now: str
 ) -> None:
-    if db.execute("SELECT 1 FROM providers WHERE provider_id = ?", [provider_id]).fetchone():
+    if conn.execute("SELECT 1 FROM providers WHERE provider_id = ?", [provider_id]).fetchone():
         raise Conflict(f"a provider {provider_id!r} already exists")
-    _require_printers(db, printers)
-    db.execute(
+    _require_printers(conn, printers)
+    conn.execute(
         "INSERT INTO providers (provider_id, token_hash, created_at) VALUES (?,?,?)",
         [provider_id, token_hash, now],
     )
     for printer in dict.fromkeys(printers):
-        db.execute(
+        conn.execute(
             "INSERT INTO provider_printers (provider_id, printer) VALUES (?, ?)", [provider_id, printer]
         )
 
 
-def credential_by_token(db: sqlite_utils.Database, token_hash: str) -> MachineCredential | None:
-    row = db.execute(
+def credential_by_token(conn: sqlite_utils.Database, token_hash: str) -> MachineCredential | None:
+    row = conn.execute(
         "SELECT d.device_id, d.printer, p.site_id FROM devices d JOIN printers p ON p.name = d.printer"
         " WHERE d.token_hash = ?",
         [token_hash],
     ).fetchone()
     if row is not None:
         return MachineCredential("device", row[0], (row[1],), (row[2],))
-    row = db.execute("SELECT provider_id FROM providers WHERE token_hash = ?", [token_hash]).fetchone()
+    row = conn.execute("SELECT provider_id FROM providers WHERE token_hash = ?", [token_hash]).fetchone()
     if row is None:
         return None
-    pairs = db.execute(
+    pairs = conn.execute(
         "SELECT pp.printer, p.site_id FROM provider_printers pp JOIN printers p ON p.name = pp.printer"
         " WHERE pp.provider_id = ? ORDER BY pp.printer",
         [row[0]],
@@ -312,6 +314,6 @@ def credential_by_token(db: sqlite_utils.Database, token_hash: str) -> MachineCr
     )
 
 
-def require_site(db: sqlite_utils.Database, site_id: str) -> None:
-    if not db.execute("SELECT 1 FROM sites WHERE site_id = ?", [site_id]).fetchone():
+def require_site(conn: sqlite_utils.Database, site_id: str) -> None:
+    if not conn.execute("SELECT 1 FROM sites WHERE site_id = ?", [site_id]).fetchone():
         raise NotFound(f"no site {site_id!r}")

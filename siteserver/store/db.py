@@ -85,7 +85,7 @@ class Database:
         self.path = Path(path)
         self._fence: Fence | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._writer_db: sqlite_utils.Database | None = None
+        self._writer_conn: sqlite_utils.Database | None = None
         self._writer: threading.Thread | None = None
         self._reads: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
@@ -98,15 +98,15 @@ class Database:
         `BEGIN IMMEDIATE` around the whole migration set serialises two servers starting at once.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_db = connect(self.path)
+        self._writer_conn = connect(self.path)
         if migrations is not None:
-            db = self._writer_db
-            db.execute("BEGIN IMMEDIATE")
+            conn = self._writer_conn
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                migrations.apply(db)
-                db.execute("COMMIT")
+                migrations.apply(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
         self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
         self._writer.start()
@@ -126,9 +126,9 @@ class Database:
             self._reads.put(None)
             self._reader.join(timeout=10)
             self._reader = None
-        if self._writer_db is not None:
-            self._writer_db.close()
-            self._writer_db = None
+        if self._writer_conn is not None:
+            self._writer_conn.close()
+            self._writer_conn = None
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -147,7 +147,7 @@ class Database:
         return fut.result()
 
     def _read_loop(self) -> None:
-        rdb = connect(self.path, readonly=True)
+        conn = connect(self.path, readonly=True)
         try:
             while True:
                 item = self._reads.get()
@@ -161,7 +161,7 @@ class Database:
                 answers: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
                 for r in batch:
                     try:
-                        result, err = self._run_read(rdb, r), None
+                        result, err = self._run_read(conn, r), None
                     except BaseException as e:  # the caller gets it; the reader carries on
                         result, err = None, e
                     if r.loop is None:
@@ -179,18 +179,18 @@ class Database:
                 if item is None:
                     return
         finally:
-            rdb.close()
+            conn.close()
 
     @staticmethod
-    def _run_read(rdb: sqlite_utils.Database, r: _Read) -> Any:
+    def _run_read(conn: sqlite_utils.Database, r: _Read) -> Any:
         if not r.snapshot:
-            return r.fn(rdb)
+            return r.fn(conn)
         # One snapshot for the whole function: a read sees one consistent state.
-        rdb.execute("BEGIN")
+        conn.execute("BEGIN")
         try:
-            return r.fn(rdb)
+            return r.fn(conn)
         finally:
-            rdb.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -234,13 +234,13 @@ class Database:
                 return
 
     def _run_group(self, group: list[_Job]) -> None:
-        db = self._writer_db
-        assert db is not None
+        conn = self._writer_conn
+        assert conn is not None
         group = [j for j in group if j.future.set_running_or_notify_cancel()]
         if not group:
             return
         try:
-            db.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
         except Exception as e:
             for j in group:
                 j.future.set_exception(e)
@@ -248,21 +248,21 @@ class Database:
         done: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             if group[0].fenced and self._fence is not None:
-                self._fence(db)
+                self._fence(conn)
             for j in group:
-                db.execute("SAVEPOINT job")
+                conn.execute("SAVEPOINT job")
                 try:
-                    done.append((j, j.fn(db), None))
+                    done.append((j, j.fn(conn), None))
                 except BaseException as e:  # one job's failure undoes only that job
-                    if not db.conn.in_transaction:
+                    if not conn.conn.in_transaction:
                         raise
-                    db.execute("ROLLBACK TO job")
+                    conn.execute("ROLLBACK TO job")
                     done.append((j, None, e))
-                db.execute("RELEASE job")
-            db.execute("COMMIT")
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
         except BaseException as e:
-            if db.conn.in_transaction:
-                db.execute("ROLLBACK")
+            if conn.conn.in_transaction:
+                conn.execute("ROLLBACK")
             for j in group:
                 if not j.future.done():
                     j.future.set_exception(e)

@@ -63,21 +63,21 @@ def _job(row: Any) -> Job:
     return Job(*v)
 
 
-def get_job(db: sqlite_utils.Database, job_id: str) -> Job | None:
-    row = db.execute(f"SELECT {_COLS} FROM jobs WHERE job_id = ?", [job_id]).fetchone()
+def get_job(conn: sqlite_utils.Database, job_id: str) -> Job | None:
+    row = conn.execute(f"SELECT {_COLS} FROM jobs WHERE job_id = ?", [job_id]).fetchone()
     return None if row is None else _job(row)
 
 
-def insert_job(db: sqlite_utils.Database, job: Job) -> None:
+def insert_job(conn: sqlite_utils.Database, job: Job) -> None:
     values = [getattr(job, f.strip()) for f in _COLS.split(",")]
     values = [v.value if isinstance(v, JobStatus) else v for v in values]
-    db.execute(f"INSERT INTO jobs ({_COLS}) VALUES ({','.join('?' * len(values))})", values)
+    conn.execute(f"INSERT INTO jobs ({_COLS}) VALUES ({','.join('?' * len(values))})", values)
 
 
-def held_jobs_of(db: sqlite_utils.Database, username: str) -> list[Job]:
+def held_jobs_of(conn: sqlite_utils.Database, username: str) -> list[Job]:
     return [
         _job(r)
-        for r in db.execute(
+        for r in conn.execute(
             f"SELECT {_COLS} FROM jobs WHERE username = ? AND status = 'held' ORDER BY submitted_at",
             [username],
         )
@@ -85,7 +85,7 @@ def held_jobs_of(db: sqlite_utils.Database, username: str) -> list[Job]:
 
 
 def mark_released(
-    db: sqlite_utils.Database,
+    conn: sqlite_utils.Database,
     job_id: str,
     *,
     printer: str,
@@ -96,7 +96,7 @@ def mark_released(
     device_id: str,
     now: str,
 ) -> None:
-    db.execute(
+    conn.execute(
         "UPDATE jobs SET status = 'released', printer = ?, grayscale = ?, cost_cents = ?,"
         " account_id = ?, balance_after_cents = ?, released_at = ?, released_by_device = ?"
         " WHERE job_id = ?",
@@ -104,13 +104,13 @@ def mark_released(
     )
 
 
-def pending_releases(db: sqlite_utils.Database, printers: Sequence[str]) -> list[Job]:
+def pending_releases(conn: sqlite_utils.Database, printers: Sequence[str]) -> list[Job]:
     """Released jobs not yet reported printed: handed out until the provider says `printed`,
     so a lost long-poll answer loses no job (the provider de-duplicates by job_id)."""
     marks = ",".join("?" * len(printers))
     return [
         _job(r)
-        for r in db.execute(
+        for r in conn.execute(
             f"SELECT {_COLS} FROM jobs WHERE status = 'released' AND printer IN ({marks})"
             " ORDER BY released_at",
             list(printers),
@@ -118,15 +118,15 @@ def pending_releases(db: sqlite_utils.Database, printers: Sequence[str]) -> list
     ]
 
 
-def mark_printed(db: sqlite_utils.Database, job_id: str, pages_printed: int, *, now: str) -> None:
-    db.execute(
+def mark_printed(conn: sqlite_utils.Database, job_id: str, pages_printed: int, *, now: str) -> None:
+    conn.execute(
         "UPDATE jobs SET status = 'printed', pages_printed = ?, printed_at = ? WHERE job_id = ?",
         [pages_printed, now, job_id],
     )
 
 
-def expire_held(db: sqlite_utils.Database, *, submitted_before: str, now: str) -> int:
-    cur = db.execute(
+def expire_held(conn: sqlite_utils.Database, *, submitted_before: str, now: str) -> int:
+    cur = conn.execute(
         "UPDATE jobs SET status = 'expired', reason = 'hold timeout', expired_at = ?"
         " WHERE status = 'held' AND submitted_at < ?",
         [now, submitted_before],
@@ -134,17 +134,17 @@ def expire_held(db: sqlite_utils.Database, *, submitted_before: str, now: str) -
     return cur.rowcount
 
 
-def expire_past_hold_timeout(db: sqlite_utils.Database, now: datetime) -> int:
+def expire_past_hold_timeout(conn: sqlite_utils.Database, now: datetime) -> int:
     """Expire held jobs older than the offline policies' hold_timeout_minutes (both roles: the
     policies are mirrored, so a site expires its held jobs by the same rule as the primary)."""
-    timeout = get_policies(db).hold_timeout_minutes
-    return expire_held(db, submitted_before=iso(hold_expires_at(now, -timeout)), now=iso(now))
+    timeout = get_policies(conn).hold_timeout_minutes
+    return expire_held(conn, submitted_before=iso(hold_expires_at(now, -timeout)), now=iso(now))
 
 
-def expire_held_of_user(db: sqlite_utils.Database, username: str, *, now: str) -> int:
+def expire_held_of_user(conn: sqlite_utils.Database, username: str, *, now: str) -> int:
     """A deleted user's held jobs go with them: a later user of the same name must not see or
     release (and pay for) them."""
-    cur = db.execute(
+    cur = conn.execute(
         "UPDATE jobs SET status = 'expired', reason = 'user deleted', expired_at = ?"
         " WHERE status = 'held' AND username = ?",
         [now, username],
@@ -152,21 +152,21 @@ def expire_held_of_user(db: sqlite_utils.Database, username: str, *, now: str) -
     return cur.rowcount
 
 
-def set_status(db: sqlite_utils.Database, job_id: str, status: JobStatus) -> None:
-    db.execute("UPDATE jobs SET status = ? WHERE job_id = ?", [status.value, job_id])
+def set_status(conn: sqlite_utils.Database, job_id: str, status: JobStatus) -> None:
+    conn.execute("UPDATE jobs SET status = ? WHERE job_id = ?", [status.value, job_id])
 
 
-def finish_release(db: sqlite_utils.Database, job_id: str) -> None:
+def finish_release(conn: sqlite_utils.Database, job_id: str) -> None:
     """A release the primary did not refuse: now the print provider may fetch it."""
-    db.execute(
+    conn.execute(
         "UPDATE jobs SET status = 'released' WHERE job_id = ? AND status = ?",
         [job_id, JobStatus.RELEASING.value],
     )
 
 
-def undo_release(db: sqlite_utils.Database, job_id: str, *, held_cost_cents: int | None) -> None:
+def undo_release(conn: sqlite_utils.Database, job_id: str, *, held_cost_cents: int | None) -> None:
     """A release the primary refused: the job is held again, as before the release."""
-    db.execute(
+    conn.execute(
         "UPDATE jobs SET status = 'held', printer = NULL, grayscale = NULL,"
         " cost_cents = ?, account_id = NULL, balance_after_cents = NULL,"
         " released_at = NULL, released_by_device = NULL"
@@ -175,9 +175,9 @@ def undo_release(db: sqlite_utils.Database, job_id: str, *, held_cost_cents: int
     )
 
 
-def deny_direct_print(db: sqlite_utils.Database, job_id: str, reason: str | None) -> None:
+def deny_direct_print(conn: sqlite_utils.Database, job_id: str, reason: str | None) -> None:
     """A direct print the primary refused after the site let it print: recorded as denied."""
-    db.execute(
+    conn.execute(
         "UPDATE jobs SET action = 'deny', status = 'denied', reason = ?, printer = NULL,"
         " grayscale = NULL, account_id = NULL, balance_after_cents = NULL,"
         " released_at = NULL WHERE job_id = ? AND status = 'printing'",

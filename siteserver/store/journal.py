@@ -80,26 +80,26 @@ def _row(r: Sequence[Any]) -> JournalRow:
     return JournalRow(*v)
 
 
-def label_of(db: sqlite_utils.Database, account_id: int) -> str | None:
-    row = db.execute("SELECT kind, name FROM accounts WHERE id = ?", [account_id]).fetchone()
+def label_of(conn: sqlite_utils.Database, account_id: int) -> str | None:
+    row = conn.execute("SELECT kind, name FROM accounts WHERE id = ?", [account_id]).fetchone()
     return None if row is None else account_label(row[0], row[1])
 
 
-def effective_balance(db: sqlite_utils.Database, account_id: int) -> int | None:
+def effective_balance(conn: sqlite_utils.Database, account_id: int) -> int | None:
     """Mirrored balance + the journal entries the mirror has not seen (None: no such account).
     One statement of indexed lookups, whatever the length of the journal or of an outage."""
-    row = db.execute(_EFFECTIVE, [account_id]).fetchone()
+    row = conn.execute(_EFFECTIVE, [account_id]).fetchone()
     return None if row is None else int(row[0])
 
 
-def pending_count(db: sqlite_utils.Database) -> int:
+def pending_count(conn: sqlite_utils.Database) -> int:
     """How many entries the primary has not answered yet (the backlog), from the running totals."""
-    return int(db.execute("SELECT COALESCE(SUM(entries), 0) FROM journal_unmerged").fetchone()[0])
+    return int(conn.execute("SELECT COALESCE(SUM(entries), 0) FROM journal_unmerged").fetchone()[0])
 
 
-def counts(db: sqlite_utils.Database) -> dict[str, int]:
+def counts(conn: sqlite_utils.Database) -> dict[str, int]:
     """The journal by answer: `pending`, `merged` (applied or duplicate), `rejected`."""
-    found = dict(db.execute("SELECT status, count(*) FROM journal GROUP BY status").fetchall())
+    found = dict(conn.execute("SELECT status, count(*) FROM journal GROUP BY status").fetchall())
     return {
         "pending": int(found.get("pending", 0)),
         "merged": int(found.get("applied", 0)) + int(found.get("duplicate", 0)),
@@ -107,42 +107,42 @@ def counts(db: sqlite_utils.Database) -> dict[str, int]:
     }
 
 
-def count_between(db: sqlite_utils.Database, since: str, until: str) -> int:
+def count_between(conn: sqlite_utils.Database, since: str, until: str) -> int:
     """Entries that occurred between two ISO times (inclusive): an outage's transactions."""
-    row = db.execute(
+    row = conn.execute(
         "SELECT count(*) FROM journal WHERE occurred_at >= ? AND occurred_at <= ?", [since, until]
     ).fetchone()
     return int(row[0])
 
 
-def get(db: sqlite_utils.Database, txn_id: str) -> JournalRow | None:
-    r = db.execute(f"SELECT {_COLS} FROM journal WHERE txn_id = ?", [txn_id]).fetchone()
+def get(conn: sqlite_utils.Database, txn_id: str) -> JournalRow | None:
+    r = conn.execute(f"SELECT {_COLS} FROM journal WHERE txn_id = ?", [txn_id]).fetchone()
     return None if r is None else _row(r)
 
 
-def rows(db: sqlite_utils.Database, txn_ids: Iterable[str]) -> list[JournalRow]:
+def rows(conn: sqlite_utils.Database, txn_ids: Iterable[str]) -> list[JournalRow]:
     ids = list(txn_ids)
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
     return [
         _row(r)
-        for r in db.execute(f"SELECT {_COLS} FROM journal WHERE txn_id IN ({marks}) ORDER BY seq", ids)
+        for r in conn.execute(f"SELECT {_COLS} FROM journal WHERE txn_id IN ({marks}) ORDER BY seq", ids)
     ]
 
 
-def pending(db: sqlite_utils.Database, limit: int) -> list[JournalRow]:
+def pending(conn: sqlite_utils.Database, limit: int) -> list[JournalRow]:
     """The oldest pending entries first."""
     return [
         _row(r)
-        for r in db.execute(
+        for r in conn.execute(
             f"SELECT {_COLS} FROM journal WHERE status = 'pending' ORDER BY seq LIMIT ?", [limit]
         )
     ]
 
 
 def append(
-    db: sqlite_utils.Database,
+    conn: sqlite_utils.Database,
     *,
     txn_id: str,
     account: str,
@@ -158,8 +158,8 @@ def append(
     rejection, so the same txn_id may be sent again, e.g. a held job released once more).
     `sent`: it is pushed as soon as this transaction commits (see `mark_sent`); an entry once
     sent stays sent (an upload of its earlier version may still be on its way)."""
-    seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
-    db.execute(
+    seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
+    conn.execute(
         "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at,"
         " flags, ref, status, sent) VALUES (?,?,?,?,?,?,?,?,?,'pending',?)"
         " ON CONFLICT(txn_id) DO UPDATE SET seq = excluded.seq, account = excluded.account,"
@@ -183,10 +183,10 @@ def append(
     )
 
 
-def mark_sent(db: sqlite_utils.Database, txn_ids: Iterable[str]) -> None:
+def mark_sent(conn: sqlite_utils.Database, txn_ids: Iterable[str]) -> None:
     """Committed before an upload leaves: from then on the primary may hold these entries, and
     until their answer is recorded they are in doubt (`in_doubt`)."""
-    db.conn.executemany("UPDATE journal SET sent = 1 WHERE txn_id = ? AND sent = 0", [[t] for t in txn_ids])
+    conn.conn.executemany("UPDATE journal SET sent = 1 WHERE txn_id = ? AND sent = 0", [[t] for t in txn_ids])
 
 
 def verdict_of(row: JournalRow) -> Verdict | None:
@@ -196,18 +196,19 @@ def verdict_of(row: JournalRow) -> Verdict | None:
     return Verdict(row.status, row.primary_seq, row.primary_balance_cents, row.reason)
 
 
-def in_doubt(db: sqlite_utils.Database, accounts: Iterable[str] | None = None) -> list[JournalRow]:
+def in_doubt(conn: sqlite_utils.Database, accounts: Iterable[str] | None = None) -> list[JournalRow]:
     """Pending entries that were sent (of these account labels; None: all), oldest first: the
     primary may have applied them without its answer reaching the site."""
     where = "status = 'pending' AND sent = 1"
     if accounts is None:
-        found = db.execute(f"SELECT {_COLS} FROM journal WHERE {where} ORDER BY seq")
+        found = conn.execute(f"SELECT {_COLS} FROM journal WHERE {where} ORDER BY seq")
         return [_row(r) for r in found]
     labels = sorted(set(accounts))
     out: list[JournalRow] = []
     for label in labels:  # one indexed lookup per account (journal_in_doubt)
         out.extend(
-            _row(r) for r in db.execute(f"SELECT {_COLS} FROM journal WHERE {where} AND account = ?", [label])
+            _row(r)
+            for r in conn.execute(f"SELECT {_COLS} FROM journal WHERE {where} AND account = ?", [label])
         )
     return sorted(out, key=lambda r: r.seq)
 
@@ -223,7 +224,7 @@ class Verdict:
 
 
 def record(
-    db: sqlite_utils.Database,
+    conn: sqlite_utils.Database,
     attempted: Sequence[JournalRow],
     verdicts: Mapping[str, Verdict],
     *,
@@ -237,12 +238,12 @@ def record(
     for e in attempted:
         v = verdicts.get(e.txn_id)
         if v is None:
-            db.execute(
+            conn.execute(
                 "UPDATE journal SET attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ?",
                 [now, e.txn_id],
             )
             continue
-        db.execute(
+        conn.execute(
             "UPDATE journal SET status = ?, primary_seq = ?, primary_balance_cents = ?, reason = ?,"
             " attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ? AND status = 'pending'"
             " AND account = ? AND amount_cents = ?",
@@ -250,12 +251,12 @@ def record(
         )
 
 
-def add_flags(db: sqlite_utils.Database, txn_ids: Iterable[str], flags: Sequence[str]) -> None:
+def add_flags(conn: sqlite_utils.Database, txn_ids: Iterable[str], flags: Sequence[str]) -> None:
     """Add `flags` to the still-pending entries among `txn_ids` that lack the first of them
     (e.g. `offline`, `budget:missed` once a push missed its budget)."""
-    for r in rows(db, txn_ids):
+    for r in rows(conn, txn_ids):
         if r.status == "pending" and flags[0] not in r.flags:
-            db.execute(
+            conn.execute(
                 "UPDATE journal SET flags = ? WHERE txn_id = ? AND status = 'pending'",
                 [json.dumps([*r.flags, *flags]), r.txn_id],
             )
@@ -273,11 +274,11 @@ def by_flag(username: str) -> str | None:
     return flag if len(flag) <= 64 else None
 
 
-def offline_spent_by(db: sqlite_utils.Database, username: str) -> int:
+def offline_spent_by(conn: sqlite_utils.Database, username: str) -> int:
     """Cents `username` has spent offline that the primary has not yet seen (>= 0)."""
     if not username:
         return 0
-    row = db.execute("SELECT cents FROM offline_exposure WHERE spender = ?", [username]).fetchone()
+    row = conn.execute("SELECT cents FROM offline_exposure WHERE spender = ?", [username]).fetchone()
     return 0 if row is None else int(row[0])
 
 
@@ -294,11 +295,11 @@ class OfflineSpend:
         }
 
 
-def offline_spend(db: sqlite_utils.Database) -> OfflineSpend:
+def offline_spend(conn: sqlite_utils.Database) -> OfflineSpend:
     """The site's offline spend not yet merged (the exposure the caps bound): the total, and the
     user who spent most."""
-    site = db.execute("SELECT cents FROM offline_exposure WHERE spender = ''").fetchone()
-    top = db.execute(
+    site = conn.execute("SELECT cents FROM offline_exposure WHERE spender = ''").fetchone()
+    top = conn.execute(
         "SELECT spender, cents FROM offline_exposure WHERE spender != '' ORDER BY cents DESC, spender LIMIT 1"
     ).fetchone()
     site_cents = 0 if site is None else int(site[0])

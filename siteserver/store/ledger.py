@@ -63,7 +63,7 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def apply(
-    db: sqlite_utils.Database, entries: Sequence[Entry], *, epoch: int, applied_at: str
+    conn: sqlite_utils.Database, entries: Sequence[Entry], *, epoch: int, applied_at: str
 ) -> list[Outcome]:
     """Apply entries in order inside the caller's write transaction.
 
@@ -78,7 +78,7 @@ def apply(
     ids = [e.txn_id for e in entries]
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
-        for txn_id, acc, amount, bal, seq in db.execute(
+        for txn_id, acc, amount, bal, seq in conn.execute(
             f"SELECT txn_id, account_id, amount_cents, balance_after_cents, seq FROM ledger "
             f"WHERE txn_id IN ({marks})",
             list(chunk),
@@ -89,12 +89,12 @@ def apply(
     for i in range(0, len(acc_ids), _CHUNK):
         chunk_ids = acc_ids[i : i + _CHUNK]
         marks = ",".join("?" * len(chunk_ids))
-        for acc_id, bal, restricted, overdraft in db.execute(
+        for acc_id, bal, restricted, overdraft in conn.execute(
             f"SELECT id, balance_cents, restricted, overdraft_cents FROM accounts WHERE id IN ({marks})",
             chunk_ids,
         ):
             accounts[acc_id] = _Account(bal, bool(restricted), overdraft)
-    next_seq = (db.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]) + 1
+    next_seq = (conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]) + 1
 
     rows: list[tuple[object, ...]] = []
     out: list[Outcome] = []
@@ -147,13 +147,13 @@ def apply(
         )
         out.append(Outcome(e.txn_id, "applied", e.amount_cents, a.balance, seq))
     if rows:
-        db.conn.executemany(
+        conn.conn.executemany(
             "INSERT INTO ledger (seq, txn_id, account_id, amount_cents, balance_after_cents, kind,"
             " origin_site, occurred_at, applied_at, flags, ref, comment, epoch)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        db.conn.executemany(
+        conn.conn.executemany(
             "UPDATE accounts SET balance_cents = ?, last_seq = ? WHERE id = ?",
             [(a.balance, a.last_seq, acc_id) for acc_id, a in accounts.items() if a.dirty],
         )
@@ -161,7 +161,7 @@ def apply(
 
 
 def list_transactions(
-    db: sqlite_utils.Database, *, origin_site: str | None, since_seq: int, limit: int
+    conn: sqlite_utils.Database, *, origin_site: str | None, since_seq: int, limit: int
 ) -> list[dict[str, object]]:
     where = "l.seq > ?"
     params: list[object] = [since_seq]
@@ -169,7 +169,7 @@ def list_transactions(
         where += " AND l.origin_site = ?"
         params.append(origin_site)
     params.append(limit)
-    cur = db.execute(
+    cur = conn.execute(
         "SELECT l.txn_id, l.seq, a.kind, a.name, l.amount_cents, l.kind, l.origin_site,"
         " l.occurred_at, l.applied_at, l.flags, l.balance_after_cents, l.ref, l.comment"
         f" FROM ledger l JOIN accounts a ON a.id = l.account_id WHERE {where}"

@@ -9,13 +9,13 @@ from siteserver.domain import DEFAULT_POLICIES, OfflinePolicies
 _POLICIES = "offline_policies"
 
 
-def get_policies(db: sqlite_utils.Database) -> OfflinePolicies:
-    row = db.execute("SELECT value FROM settings WHERE key = ?", [_POLICIES]).fetchone()
+def get_policies(conn: sqlite_utils.Database) -> OfflinePolicies:
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", [_POLICIES]).fetchone()
     return DEFAULT_POLICIES if row is None else OfflinePolicies.model_validate_json(row[0])
 
 
-def put_policies(db: sqlite_utils.Database, policies: OfflinePolicies) -> None:
-    db.execute(
+def put_policies(conn: sqlite_utils.Database, policies: OfflinePolicies) -> None:
+    conn.execute(
         "INSERT INTO settings (key, value) VALUES (?, ?)"
         " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [_POLICIES, policies.model_dump_json()],
