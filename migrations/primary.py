@@ -223,7 +223,7 @@ CREATE INDEX sync_nonces_seen ON sync_nonces(seen_at);
 
 @migrations()
 def m003_change_feed(conn: sqlite_utils.Database) -> None:
-    from sync.mirrored import MIRRORED_TABLES, change_log_triggers
+    from migrations.mirrored import MIRRORED_TABLES, change_log_triggers
 
     run_script(
         conn,

@@ -19,7 +19,8 @@ def _primary_run(args: argparse.Namespace) -> int:
 
 
 def _site_enroll(args: argparse.Namespace) -> int:
-    from siteserver.site.identity import EnrollmentError, enroll
+    from siteserver.site.errors import EnrollmentError
+    from siteserver.site.identity import enroll
 
     config = load_config(args.config)
     if not isinstance(config, SiteConfig):
@@ -44,7 +45,8 @@ def _site_config(args: argparse.Namespace, command: str) -> SiteConfig:
 
 
 def _site_run(args: argparse.Namespace) -> int:
-    from siteserver.site.app import NotEnrolled, run
+    from siteserver.site.app import run
+    from siteserver.site.errors import NotEnrolled
 
     config = _site_config(args, "site run")
     try:

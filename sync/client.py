@@ -1,29 +1,48 @@
-"""The site's end of the sync API: an httpx client that signs every request with the site's key."""
+"""The site's end of the sync API: an httpx client that signs every request with the site's key,
+builds each request from `sync.wire`'s models and parses each answer with them."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ValidationError
 
-from . import signing
+from . import signing, wire
+from .errors import SyncFailed
 
-ENROLL_PATH = "/api/sync/v1/enroll"
-HEARTBEAT_PATH = "/api/sync/v1/heartbeat"
-JOURNAL_PATH = "/api/sync/v1/journal"
+M = TypeVar("M", bound=BaseModel)
 
 
-def enroll(
-    base_url: str, site_id: str, token: str, public_key: str, *, timeout: float | httpx.Timeout = 5.0
-) -> httpx.Response:
-    """Unsigned: the one-time enrollment token in the body is the credential."""
-    body = {"site_id": site_id, "enrollment_token": token, "public_key": public_key}
-    return httpx.post(base_url.rstrip("/") + ENROLL_PATH, json=body, timeout=timeout)
+def enroll(base_url: str, body: wire.EnrollIn, *, timeout: float | httpx.Timeout = 5.0) -> httpx.Response:
+    """Unsigned: the one-time enrollment token in the body is the credential. The caller reads the
+    answer (`wire.EnrollOut` on 200, an error body otherwise)."""
+    return httpx.post(
+        base_url.rstrip("/") + wire.url_path(wire.ENROLL_PATH),
+        content=body.model_dump_json(),
+        headers={"Content-Type": "application/json"},
+        timeout=timeout,
+    )
+
+
+def parse(model: type[M], response: httpx.Response) -> M:
+    """The answer as `model`; SyncFailed (with the status) for any other status or a body that
+    does not fit."""
+    if response.status_code != 200:
+        raise SyncFailed(
+            f"{response.request.method} {response.request.url.path} answered HTTP {response.status_code}",
+            response.status_code,
+        )
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as e:
+        raise SyncFailed(f"{response.request.url.path} answered a body that does not fit: {e}") from e
 
 
 class SyncClient:
@@ -37,11 +56,12 @@ class SyncClient:
         *,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.site_id = site_id
         self.private_key = private_key
         self.clock = clock
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -61,9 +81,14 @@ class SyncClient:
         params: dict[str, Any] | None = None,
         timeout: float | httpx.Timeout | None = None,
     ) -> httpx.Request:
-        """A signed request, not sent (tests replay or tamper with it). `timeout` overrides the
-        client's for this request."""
-        content = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
+        """A signed request to a full URL path, not sent (tests replay or tamper with it).
+        `json_body`: a model or plain JSON data. `timeout` overrides the client's for this request."""
+        if json_body is None:
+            content = b""
+        elif isinstance(json_body, BaseModel):
+            content = json_body.model_dump_json().encode()
+        else:
+            content = json.dumps(json_body, separators=(",", ":")).encode()
         request = self.http.build_request(
             method,
             path,
@@ -74,35 +99,59 @@ class SyncClient:
         )
         url = urlsplit(str(request.url))
         request.headers.update(
-            signing.sign(
-                self.private_key,
-                method,
-                url.path,
-                url.query,
-                content,
-                self.site_id,
-                self.clock(),
-            )
+            signing.sign(self.private_key, method, url.path, url.query, content, self.site_id, self.clock())
         )
         return request
 
-    def send(self, request: httpx.Request) -> httpx.Response:
-        return self.http.send(request)
+    def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        return self.http.send(request, stream=stream)
 
     def request(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
     ) -> httpx.Response:
         return self.send(self.build(method, path, json_body=json_body, params=params))
 
-    def heartbeat(self, mode: str, journal_backlog: int, version: str) -> httpx.Response:
-        return self.request(
-            "POST",
-            HEARTBEAT_PATH,
-            json_body={"mode": mode, "journal_backlog": journal_backlog, "version": version},
-        )
+    # -- the calls of the protocol ---------------------------------------------------------------
 
-    def upload_journal(
-        self, entries: list[dict[str, Any]], *, timeout: float | httpx.Timeout | None = None
-    ) -> httpx.Response:
-        """`POST /api/sync/v1/journal` with these entries (wire form, 1-1000 of them)."""
-        return self.send(self.build("POST", JOURNAL_PATH, json_body={"entries": entries}, timeout=timeout))
+    def heartbeat(self, body: wire.HeartbeatIn) -> wire.HeartbeatOut:
+        r = self.request("POST", wire.url_path(wire.HEARTBEAT_PATH), json_body=body)
+        return parse(wire.HeartbeatOut, r)
+
+    def changes(self, after: int, wait: float, limit: int) -> wire.ChangesOut:
+        """One page of the change feed after `after`, long-polling up to `wait` seconds."""
+        params = {"after": after, "wait": int(wait) if float(wait).is_integer() else wait, "limit": limit}
+        r = self.request("GET", wire.url_path(wire.CHANGES_PATH), params=params)
+        return parse(wire.ChangesOut, r)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Iterator[wire.SnapshotBegin | wire.SnapshotRow | wire.SnapshotEnd]]:
+        """The snapshot stream as parsed lines; the response is closed when the block ends."""
+        response = self.send(self.build("GET", wire.url_path(wire.SNAPSHOT_PATH)), stream=True)
+        try:
+            if response.status_code != 200:
+                response.read()
+                raise SyncFailed(f"snapshot answered HTTP {response.status_code}", response.status_code)
+            yield _snapshot_lines(response)
+        finally:
+            response.close()
+
+    def merge(
+        self, entries: list[wire.JournalEntry], *, timeout: float | httpx.Timeout | None = None
+    ) -> wire.MergeOut:
+        """Merge these journal entries (1-1000) into the primary: one verdict per entry."""
+        request = self.build(
+            "POST", wire.url_path(wire.MERGE_PATH), json_body=wire.MergeIn(entries=entries), timeout=timeout
+        )
+        return parse(wire.MergeOut, self.send(request))
+
+
+def _snapshot_lines(
+    response: httpx.Response,
+) -> Iterator[wire.SnapshotBegin | wire.SnapshotRow | wire.SnapshotEnd]:
+    for line in response.iter_lines():
+        if not line.strip():
+            continue
+        try:
+            yield wire.SNAPSHOT_LINE.validate_json(line)
+        except ValidationError as e:
+            raise SyncFailed(f"snapshot line does not fit the protocol: {e}") from e

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from siteserver.domain import SecretHasher
 from siteserver.store import Database, feed
 from sync.client import SyncClient
-from sync.mirrored import MIRRORED_TABLES
+from migrations.mirrored import MIRRORED_TABLES
 from tests.conftest import Primary, enroll_new_site, expect_error, new_id, open_database
 
 SNAPSHOT = "/api/sync/v1/snapshot"

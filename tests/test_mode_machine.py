@@ -7,7 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from siteserver.domain.modes import OFFLINE, ONLINE, RECONCILING, ModeMachine, Transition
+from siteserver.domain.modes import Mode, ModeMachine, Transition
 
 
 class ModeRules(RuleBasedStateMachine):
@@ -17,7 +17,7 @@ class ModeRules(RuleBasedStateMachine):
     @initialize(
         fail=st.integers(1, 6),
         ok=st.integers(1, 6),
-        mode=st.sampled_from([ONLINE, OFFLINE, RECONCILING]),
+        mode=st.sampled_from([Mode.ONLINE, Mode.OFFLINE, Mode.RECONCILING]),
     )
     def start(self, fail: int, ok: int, mode: str) -> None:
         self.m = ModeMachine(fail, ok, mode=mode)
@@ -31,13 +31,13 @@ class ModeRules(RuleBasedStateMachine):
             assert self.m.mode == before
             return
         assert t.old == before and t.new == self.m.mode and t.cause
-        if t.new == OFFLINE:
-            assert before in (ONLINE, RECONCILING)
+        if t.new == Mode.OFFLINE:
+            assert before in (Mode.ONLINE, Mode.RECONCILING)
             assert kind == "bad" and self.bad_run >= self.n, (self.bad_run, self.n)
-        elif t.new == RECONCILING:
-            assert before == OFFLINE and kind == "good" and self.good_run >= self.k
+        elif t.new == Mode.RECONCILING:
+            assert before == Mode.OFFLINE and kind == "good" and self.good_run >= self.k
         else:
-            assert before == RECONCILING and kind == "drain" and self.last_good
+            assert before == Mode.RECONCILING and kind == "drain" and self.last_good
         self.bad_run = self.good_run = 0
         self.last_good = True
 
@@ -82,14 +82,14 @@ def feed(m: ModeMachine, rounds: list[bool]) -> list[Transition]:
         t = m.round(r)
         if t:
             out.append(t)
-        if m.mode == RECONCILING:
+        if m.mode == Mode.RECONCILING:
             t = m.drained()
             if t:
                 out.append(t)
     return out
 
 
-@pytest.mark.parametrize("start", [ONLINE, OFFLINE, RECONCILING])
+@pytest.mark.parametrize("start", [Mode.ONLINE, Mode.OFFLINE, Mode.RECONCILING])
 def test_a_flapping_link_changes_nothing(start: str) -> None:
     """1 round up, 1 round down, 30 rounds, thresholds 3/5: at most the first change, then none."""
     m = ModeMachine(3, 5, mode=start)
@@ -104,14 +104,14 @@ def test_a_flapping_link_changes_nothing(start: str) -> None:
 
 def test_offline_after_n_failures_then_reconciling_then_online() -> None:
     m = ModeMachine(3, 5)
-    assert feed(m, [False, False]) == [] and m.mode == ONLINE
+    assert feed(m, [False, False]) == [] and m.mode == Mode.ONLINE
     [t] = feed(m, [False])
-    assert (t.old, t.new) == (ONLINE, OFFLINE) and "3 consecutive" in t.cause
-    assert feed(m, [True] * 4) == [] and m.mode == OFFLINE
-    assert feed(m, [False] + [True] * 4) == [] and m.mode == OFFLINE  # a bad round restarts the count
+    assert (t.old, t.new) == (Mode.ONLINE, Mode.OFFLINE) and "3 consecutive" in t.cause
+    assert feed(m, [True] * 4) == [] and m.mode == Mode.OFFLINE
+    assert feed(m, [False] + [True] * 4) == [] and m.mode == Mode.OFFLINE  # a bad round restarts the count
     t = m.round(True)
-    assert t is not None and (t.old, t.new) == (OFFLINE, RECONCILING)
-    assert m.drained() is not None and m.mode == ONLINE
+    assert t is not None and (t.old, t.new) == (Mode.OFFLINE, Mode.RECONCILING)
+    assert m.drained() is not None and m.mode == Mode.ONLINE
 
 
 def test_missed_push_speeds_detection_but_never_alone() -> None:
@@ -119,7 +119,7 @@ def test_missed_push_speeds_detection_but_never_alone() -> None:
     assert m.push_missed() is None
     assert m.round(False) is None
     t = m.round(False)
-    assert t is not None and t.new == OFFLINE
+    assert t is not None and t.new == Mode.OFFLINE
     m = ModeMachine(3, 5)
     assert m.push_missed() is None
     assert m.round(True) is None  # a good round wipes the evidence
@@ -127,15 +127,15 @@ def test_missed_push_speeds_detection_but_never_alone() -> None:
 
 
 def test_reconciling_waits_for_the_drain_and_falls_back_on_the_same_threshold() -> None:
-    m = ModeMachine(3, 2, mode=OFFLINE)
+    m = ModeMachine(3, 2, mode=Mode.OFFLINE)
     m.round(True)
-    assert m.round(True) is not None and m.mode == RECONCILING
-    assert m.round(False) is None and m.mode == RECONCILING  # one bad round is not enough
+    assert m.round(True) is not None and m.mode == Mode.RECONCILING
+    assert m.round(False) is None and m.mode == Mode.RECONCILING  # one bad round is not enough
     assert m.drained() is None  # and the latest round was bad: no hand-back yet
     assert m.round(True) is None
-    assert m.drained() is not None and m.mode == ONLINE
-    m = ModeMachine(3, 2, mode=RECONCILING)
-    assert [m.round(False) for _ in range(3)][-1] == Transition(RECONCILING, OFFLINE, m_cause(m))
+    assert m.drained() is not None and m.mode == Mode.ONLINE
+    m = ModeMachine(3, 2, mode=Mode.RECONCILING)
+    assert [m.round(False) for _ in range(3)][-1] == Transition(Mode.RECONCILING, Mode.OFFLINE, m_cause(m))
 
 
 def m_cause(m: ModeMachine) -> str:
@@ -143,7 +143,7 @@ def m_cause(m: ModeMachine) -> str:
 
 
 def test_drained_does_nothing_outside_reconciling() -> None:
-    for mode in (ONLINE, OFFLINE):
+    for mode in (Mode.ONLINE, Mode.OFFLINE):
         m = ModeMachine(3, 5, mode=mode)
         assert m.drained() is None and m.mode == mode
 

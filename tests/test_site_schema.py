@@ -6,7 +6,7 @@ from pathlib import Path
 
 from migrations.primary import migrations as primary_migrations
 from migrations.site import migrations as site_migrations
-from sync.mirrored import MIRRORED_TABLES
+from migrations.mirrored import MIRRORED_TABLES
 from tests.conftest import open_database
 
 

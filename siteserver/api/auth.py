@@ -13,6 +13,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from siteserver.domain import Forbidden, Unauthorized, same_secret
 from siteserver.store.catalog import MachineCredential
+from sync.sites import invalid_enrollment
+
+from .deps import get_machines, get_services, get_sync
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
 
@@ -27,7 +30,7 @@ async def require_admin(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     token = _token(creds)
-    if not same_secret(token, request.app.state.admin_token):
+    if not same_secret(token, get_services(request).admin_token):
         raise Unauthorized("not a valid admin token")
 
 
@@ -35,7 +38,7 @@ async def require_machine(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> MachineCredential:
     token = _token(creds)
-    cred = await request.app.state.backend.machine(token)
+    cred = await get_machines(request).credential(token)
     if cred is None:
         raise Unauthorized("not a valid device or provider token")
     return cred
@@ -87,15 +90,11 @@ async def require_site_signature(request: Request) -> str:
     raw_path = request.scope.get("raw_path")
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
     query = request.scope.get("query_string", b"").decode("latin-1")
-    site_id: str = await request.app.state.sync.authenticate(
+    site_id = await get_sync(request).sites.authenticate(
         request.method, path, query, await _raw_body(request), request.headers
     )
     request.scope[_SIGNED_SITE] = site_id
     return site_id
-
-
-def invalid_enrollment() -> Unauthorized:
-    return Unauthorized("unknown site or invalid enrollment token", code="invalid_enrollment_token")
 
 
 async def require_enrollment_token(request: Request) -> None:
@@ -113,7 +112,7 @@ async def require_enrollment_token(request: Request) -> None:
     token = data.get("enrollment_token") if isinstance(data, dict) else None
     if not (isinstance(site_id, str) and isinstance(token, str) and 0 < len(token) <= 256):
         raise invalid_enrollment()
-    if not await request.app.state.sync.enrollment_token_valid(site_id, token):
+    if not await get_sync(request).sites.enrollment_token_valid(site_id, token):
         raise invalid_enrollment()
 
 
@@ -151,13 +150,8 @@ async def check_route_credentials(request: Request) -> None:
         await require_enrollment_token(request)
 
 
-async def get_backend(request: Request) -> Any:
-    return request.app.state.backend
-
-
 Admin = Annotated[None, Depends(require_admin)]
 Machine = Annotated[MachineCredential, Depends(require_machine)]
 Device = Annotated[MachineCredential, Depends(require_device)]
-Backend = Annotated[Any, Depends(get_backend)]
 SignedSite = Annotated[str, Depends(require_site_signature)]
 EnrollmentToken = Annotated[None, Depends(require_enrollment_token)]

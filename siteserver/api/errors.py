@@ -20,6 +20,7 @@ from siteserver.domain import (
     NotActive,
     NotFound,
     Unauthorized,
+    Unavailable,
 )
 
 log = logging.getLogger("siteserver.api")
@@ -32,6 +33,7 @@ STATUS = {
     Forbidden: 403,
     LockedOut: 429,
     NotActive: 503,
+    Unavailable: 503,
 }
 
 _HTTP_CODES = {

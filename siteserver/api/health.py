@@ -6,39 +6,39 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from siteserver import contract
 from siteserver.domain import same_secret
 
-from . import models as m
+from .deps import PrimaryHealthDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get(
     "/api/health/application-server/status",
-    response_model=m.PrimaryHealthOut,
-    responses={401: {"model": m.ErrorOut}, 503: {"model": m.PrimaryHealthOut}},
+    response_model=contract.PrimaryHealthOut,
+    responses={401: {"model": contract.ErrorOut}, 503: {"model": contract.PrimaryHealthOut}},
 )
 async def primary_health(
-    request: Request,
+    health: PrimaryHealthDep,
     disk_threshold_mb: int = Query(0, alias="disk-threshold-mb", ge=0, le=2**40),
     authorization: str = Query("", alias="Authorization", max_length=512),
 ) -> Any:
-    state = request.app.state
-    if not same_secret(authorization, state.health_key):
+    if not same_secret(authorization, health.health_key):
         return JSONResponse({"error": "unauthorized", "detail": "wrong or missing health key"}, 401)
-    guard = state.guard
-    if not guard.is_active():
-        status = "STARTING" if guard.role.value == "starting" else "PASSIVE"
+    member = health.member
+    if not member.is_active():
+        status = "STARTING" if member.starting else "PASSIVE"
         return JSONResponse({"status": status, "role": "passive"}, 503)
-    free_mb = shutil.disk_usage(state.config.database.parent).free // (1024 * 1024)
+    free_mb = shutil.disk_usage(health.database.parent).free // (1024 * 1024)
     body = {
         "status": "OK",
         "role": "active",
-        "server_uuid": guard.server_uuid,
-        "epoch": guard.epoch,
+        "server_uuid": member.server_uuid,
+        "epoch": member.epoch,
         "disk_free_mb": free_mb,
     }
     if free_mb < disk_threshold_mb:

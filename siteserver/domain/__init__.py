@@ -13,10 +13,11 @@ from .errors import (
     NotActive,
     NotFound,
     Unauthorized,
+    Unavailable,
     found,
 )
 from .jobs import JobStatus, QueueTarget, is_expired, releasable_at, resolve_queue
-from .ledger import AccountState, Enforcement, Verdict, authorize
+from .ledger import AccountState, Authorization, Enforcement, authorize
 from .money import MAX_AMOUNT_CENTS, format_cents, percent_of
 from .policies import DEFAULT_POLICIES, OfflinePolicies
 from .pricing import CostModel, PrinterModel, Quote, quote_print, quote_usage
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_POLICIES",
     "MAX_AMOUNT_CENTS",
     "AccountState",
+    "Authorization",
     "Conflict",
     "CostModel",
     "DomainError",
@@ -45,7 +47,7 @@ __all__ = [
     "Session",
     "SessionRegistry",
     "Unauthorized",
-    "Verdict",
+    "Unavailable",
     "authorize",
     "format_cents",
     "found",

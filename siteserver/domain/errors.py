@@ -58,6 +58,12 @@ class LockedOut(DomainError):
         self.retry_after_secs = retry_after_secs
 
 
+class Unavailable(DomainError):
+    """What the request needs is not reachable now (the primary, for a site's pull or merge)."""
+
+    code = "unavailable"
+
+
 class NotActive(DomainError):
     """This application server is passive or was fenced: it must not serve or write."""
 

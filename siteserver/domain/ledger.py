@@ -28,20 +28,20 @@ class AccountState:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class Authorization:
     allowed: bool
     reason: str | None = None
 
 
-def authorize(account: AccountState, amount_cents: int, enforcement: Enforcement) -> Verdict:
+def authorize(account: AccountState, amount_cents: int, enforcement: Enforcement) -> Authorization:
     """May `amount_cents` (negative = a charge) be applied to `account`?
 
     A restricted account never goes below -overdraft_cents through an authorized charge;
     credits and facts always apply.
     """
     if enforcement is Enforcement.FACT or amount_cents >= 0:
-        return Verdict(True)
+        return Authorization(True)
     spendable = account.spendable_cents
     if spendable is None or spendable + amount_cents >= 0:
-        return Verdict(True)
-    return Verdict(False, "insufficient balance")
+        return Authorization(True)
+    return Authorization(False, "insufficient balance")

@@ -22,17 +22,21 @@ transition and after a restart (the mode itself is kept by the caller).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-ONLINE = "online"
-OFFLINE = "offline"
-RECONCILING = "reconciling"
-MODES = (ONLINE, OFFLINE, RECONCILING)
+
+class Mode(StrEnum):
+    """A site's mode: the one type for it, stored, sent and shown as its value."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    RECONCILING = "reconciling"
 
 
 @dataclass(frozen=True)
 class Transition:
-    old: str
-    new: str
+    old: Mode
+    new: Mode
     cause: str
 
 
@@ -40,17 +44,16 @@ class Transition:
 class ModeMachine:
     offline_after_failures: int
     online_after_successes: int
-    mode: str = ONLINE
+    mode: Mode = Mode.ONLINE
     failures: int = 0  # consecutive failed rounds (online, reconciling)
     successes: int = 0  # consecutive good rounds (offline)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}")
+        self.mode = Mode(self.mode)  # a stored value: refused with a ValueError when unknown
         if self.offline_after_failures < 1 or self.online_after_successes < 1:
             raise ValueError("thresholds must be at least 1")
 
-    def _go(self, new: str, cause: str) -> Transition:
+    def _go(self, new: Mode, cause: str) -> Transition:
         t = Transition(self.mode, new, cause)
         self.mode = new
         self.failures = 0
@@ -59,12 +62,12 @@ class ModeMachine:
 
     def _failed(self, what: str) -> Transition | None:
         self.successes = 0
-        if self.mode == OFFLINE:
+        if self.mode == Mode.OFFLINE:
             return None
         self.failures += 1
         if self.failures >= self.offline_after_failures:
             return self._go(
-                OFFLINE, f"{self.failures} consecutive failed rounds (last: {what}) while {self.mode}"
+                Mode.OFFLINE, f"{self.failures} consecutive failed rounds (last: {what}) while {self.mode}"
             )
         return None
 
@@ -73,11 +76,11 @@ class ModeMachine:
         if not any_active:
             return self._failed("no primary endpoint active")
         self.failures = 0
-        if self.mode == OFFLINE:
+        if self.mode == Mode.OFFLINE:
             self.successes += 1
             if self.successes >= self.online_after_successes:
                 return self._go(
-                    RECONCILING, f"{self.successes} consecutive rounds with an active primary endpoint"
+                    Mode.RECONCILING, f"{self.successes} consecutive rounds with an active primary endpoint"
                 )
         return None
 
@@ -87,9 +90,9 @@ class ModeMachine:
 
     def drained(self) -> Transition | None:
         """The journal has no pending entries: reconciling hands back to online."""
-        if self.mode == RECONCILING and self.failures == 0:
-            return self._go(ONLINE, "journal drained: no pending entries")
+        if self.mode == Mode.RECONCILING and self.failures == 0:
+            return self._go(Mode.ONLINE, "journal drained: no pending entries")
         return None
 
 
-__all__ = ["MODES", "OFFLINE", "ONLINE", "RECONCILING", "ModeMachine", "Transition"]
+__all__ = ["Mode", "ModeMachine", "Transition"]

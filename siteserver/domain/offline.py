@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from .ledger import AccountState, Enforcement, authorize
 from .policies import OfflinePolicies
 
-OFFLINE = "offline"
+OFFLINE_FLAG = "offline"  # the journal flag of an entry decided offline
 CAP_EXCEEDED = "cap:exceeded"
 
 
 @dataclass(frozen=True, slots=True)
-class Ask:
+class ChargeQuestion:
     """One charge to decide. `named_account`: the shared account the job or usage names (None:
     the user's personal account); `named_allowed`: it is in the mirror and the user is a member."""
 
@@ -61,31 +61,33 @@ class Decision:
 Accounts = Mapping[str | None, AccountState]
 
 
-def target_of(ask: Ask, policies: OfflinePolicies, *, offline: bool) -> Decision:
+def target_of(ask: ChargeQuestion, policies: OfflinePolicies, *, offline: bool) -> Decision:
     """The account a charge goes to (step one); `allowed=False` when none may be charged."""
     if not ask.user_known:
         if offline and policies.unauthenticated_users.mode == "shared_account":
             name = policies.unauthenticated_users.shared_account
-            return Decision(True, name, (OFFLINE, "unauthenticated:shared_account"))
-        flags = (OFFLINE, "unauthenticated:deny") if offline else ()
+            return Decision(True, name, (OFFLINE_FLAG, "unauthenticated:shared_account"))
+        flags = (OFFLINE_FLAG, "unauthenticated:deny") if offline else ()
         return Decision(False, None, flags, "unknown or disabled user")
     if ask.named_account is None:
-        return Decision(True, None, (OFFLINE,) if offline else ())
+        return Decision(True, None, (OFFLINE_FLAG,) if offline else ())
     if ask.named_allowed:
-        return Decision(True, ask.named_account, (OFFLINE,) if offline else ())
+        return Decision(True, ask.named_account, (OFFLINE_FLAG,) if offline else ())
     refused = f"{ask.named_account!r} is not a shared account this user may charge"
     if not offline:
         return Decision(False, None, (), refused)
     sel = policies.account_selection
     if sel.mode == "shared_account":
-        return Decision(True, sel.shared_account, (OFFLINE, "account:shared_fallback"))
+        return Decision(True, sel.shared_account, (OFFLINE_FLAG, "account:shared_fallback"))
     if sel.mode == "personal":
-        return Decision(True, None, (OFFLINE, "account:personal_fallback"))
-    return Decision(False, None, (OFFLINE, "account:cancel"), refused + " offline (offline policy: cancel)")
+        return Decision(True, None, (OFFLINE_FLAG, "account:personal_fallback"))
+    return Decision(
+        False, None, (OFFLINE_FLAG, "account:cancel"), refused + " offline (offline policy: cancel)"
+    )
 
 
 def decide(
-    ask: Ask, policies: OfflinePolicies, accounts: Accounts, *, offline: bool, caps: Caps = NO_CAPS
+    ask: ChargeQuestion, policies: OfflinePolicies, accounts: Accounts, *, offline: bool, caps: Caps = NO_CAPS
 ) -> Decision:
     """The local decision for one charge. `accounts` holds the state (effective balance,
     restricted, overdraft) of each account the charge may go to that the mirror has."""

@@ -13,17 +13,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from migrations.primary import migrations
 from siteserver import logs
+from siteserver.admin.primary import PrimaryAdmin
 from siteserver.api import device, health, primary_admin, provider, sync
 from siteserver.api.application import build_app
+from siteserver.api.deps import PrimaryHealth, Services
 from siteserver.config import PrimaryConfig
-from siteserver.domain import Lockout, SecretHasher, SessionRegistry
+from siteserver.desk import FrontDesk
+from siteserver.desk.charging import LedgerCharging
+from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
 from siteserver.serving import serve
 from siteserver.store import Database, feed
+from sync.service import SyncService
 
 from .guard import DuplicateServer, Guard, load_server_uuid
-from .service import PrimaryService
-from .sync_service import SyncService
 
 log = logging.getLogger("siteserver.primary")
 
@@ -57,7 +60,7 @@ class ActiveOnly:
 
 
 class PrimaryServer:
-    """Everything one primary process owns: database, guard, service, scheduler."""
+    """Everything one primary process owns: database, guard, services, scheduler."""
 
     def __init__(self, config: PrimaryConfig) -> None:
         self.config = config
@@ -73,19 +76,21 @@ class PrimaryServer:
             self.db, self.server_uuid, config.high_availability_guard, on_activate=self._activate
         )
         hasher = SecretHasher(load_or_create_pepper(config.secrets_path))
-        self.service = PrimaryService(
-            db=self.db,
+        sessions = SessionRegistry()
+        self.admin = PrimaryAdmin(self.db, hasher, self._epoch, sessions, self.hashing)
+        # The device and provider flows, shared with the sites; charges go to the ledger.
+        self.desk = FrontDesk.create(
+            self.db,
             hasher=hasher,
-            epoch_of=lambda: self.guard.epoch,
-            lockout=Lockout(),
-            sessions=SessionRegistry(),
+            sessions=sessions,
             hashing=self.hashing,
+            charging=LedgerCharging(self._epoch),
         )
-        self.sync = SyncService(
-            db=self.db,
+        self.sync = SyncService.create(
+            self.db,
             pepper=hasher.pepper,
             server_uuid=self.server_uuid,
-            epoch_of=lambda: self.guard.epoch,
+            epoch_of=self._epoch,
             health_key=self.health_key,
         )
         self.scheduler = BackgroundScheduler(timezone="UTC")
@@ -94,15 +99,19 @@ class PrimaryServer:
             self._prune_change_log, "interval", hours=24, id="change-log-prune", coalesce=True
         )
 
+    def _epoch(self) -> int:
+        """The guard's current epoch, written into each ledger row (the fencing token)."""
+        return self.guard.epoch
+
     def _activate(self) -> None:
         """Reaching 'running' after a takeover: the schema must be what this code expects."""
-        pending = self.db.read_sync(lambda db: [m.name for m in migrations.pending(db)])
+        pending = self.db.read_sync(lambda conn: [m.name for m in migrations.pending(conn)])
         if pending:
             raise RuntimeError(f"database has unapplied migrations: {pending}")
 
     def _expire_holds(self) -> None:
         if self.guard.is_active():
-            n = self.service.desk.expire_held_jobs()
+            n = self.desk.provider.expire_held_jobs()
             if n:
                 log.info("expired %d held job(s) past the hold timeout", n)
 
@@ -113,7 +122,7 @@ class PrimaryServer:
         cutoff = feed.prune_cutoff(feed.DEFAULT_RETENTION)
         total = 0
         while self.guard.is_active():
-            n = self.db.write_sync(lambda db: feed.prune(db, older_than=cutoff))
+            n = self.db.write_sync(lambda conn: feed.prune(conn, older_than=cutoff))
             total += n
             if n < feed.PRUNE_BATCH:
                 break
@@ -137,12 +146,13 @@ class PrimaryServer:
             description="The primary application server: administration, device and print provider "
             "APIs, health for the load balancer, and the sync API for site servers. See CONTRACT.md.",
             routers=(device.router, provider.router, health.router, primary_admin.router, sync.router),
-            config=self.config,
-            admin_token=self.admin_token,
-            health_key=self.health_key,
-            guard=self.guard,
-            backend=self.service,
-            sync=self.sync,
+            services=Services(
+                admin_token=self.admin_token,
+                desk=self.desk,
+                primary_admin=self.admin,
+                primary_health=PrimaryHealth(self.health_key, self.guard, self.config.database),
+                sync=self.sync,
+            ),
         )
         app.add_middleware(ActiveOnly, guard=self.guard)
         return app

@@ -109,6 +109,10 @@ class Guard:
 
     # -- what the rest of the server asks ----------------------------------------------------
 
+    @property
+    def starting(self) -> bool:
+        return self.role is Role.STARTING
+
     def is_active(self) -> bool:
         """Active and renewed recently: a member that was frozen stops answering at once."""
         return self.role is Role.ACTIVE and self.clock() - self._last_renewed < self.interval

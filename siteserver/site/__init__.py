@@ -1,1 +1,2 @@
-"""What only the site does (mode machine, WAN monitor, takeover): arrives with the site issue."""
+"""What only the site does: its identity and enrollment, the WAN monitor with the mode machine,
+and the wiring of its app (app.SiteServer)."""

@@ -1,10 +1,11 @@
 """The site server: the FastAPI app and the process that runs it (`siteserver site run`).
 
-It mirrors the primary in a background thread (bootstrap once, then follow the change feed),
-probes every primary endpoint and keeps the site's mode (siteserver.site.monitor, docs/wan.md),
-heartbeats every 10 s, pushes its outbox journal to the primary, and serves the Device API and the
-Print provider API from its own store (`siteserver.frontdesk.FrontDesk`, the primary's flows, with
-`JournalCharging`: every charge goes through the journal), its health URL and site administration.
+It pulls from the primary in a background thread (sync.pull: bootstrap once, then follow the
+change feed), probes every primary endpoint and keeps the site's mode (siteserver.site.monitor,
+docs/wan.md), heartbeats every 10 s, merges its outbox journal into the primary (sync.merge), and
+serves the Device API and the Print provider API from its own store (`siteserver.desk`, the
+primary's flows, with `JournalCharging`: every charge goes through the journal), its health URL and
+site administration.
 """
 
 from __future__ import annotations
@@ -22,30 +23,32 @@ from fastapi import FastAPI
 import siteserver
 from migrations.site import migrations
 from siteserver import logs
+from siteserver.admin.site import SiteAdmin
 from siteserver.api import device, provider, site_admin
 from siteserver.api.application import build_app
+from siteserver.api.deps import Services
 from siteserver.config import SiteConfig
-from siteserver.domain import Lockout, SecretHasher, SessionRegistry
-from siteserver.frontdesk import FrontDesk
+from siteserver.desk import FrontDesk
+from siteserver.desk.journal_charging import JournalCharging
+from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_token
 from siteserver.serving import serve
-from siteserver.store import Database, journal
+from siteserver.store import Database, jobs, journal, sync_state
 from siteserver.timeutil import now_iso
+from sync import wire
+from sync.endpoints import Endpoints
+from sync.errors import SyncFailed
+from sync.merge import UPLOADERS, Merger
+from sync.pull import Mirror
 
-from .charging import BACKGROUND_TIMEOUT_SECS, UPLOADERS, JournalCharging, Pusher, recover_releasing
+from .errors import NotEnrolled
 from .identity import Identity
-from .mirror import Endpoints, Mirror, read_state, set_state
 from .monitor import WanMonitor
-from .status import DEFAULT_MODE, mode_of
 
 log = logging.getLogger("siteserver.site")
 
 HEARTBEAT_SECS = 10.0
 FEED_TIMEOUT_MARGIN_SECS = 15.0
-
-
-class NotEnrolled(Exception):
-    """The site has no enrollment in its data_dir (exit 2)."""
 
 
 def check_enrollment(config: SiteConfig) -> Identity:
@@ -87,73 +90,75 @@ class SiteServer:
             identity.load_key(),
             feed_timeout=config.sync.changes_wait_secs + FEED_TIMEOUT_MARGIN_SECS,
         )
+        # Set when a request's merge missed its budget, cleared once an upload is answered again.
+        budget_missed = threading.Event()
+        self.merger = Merger(self.db, self.endpoints, self.stop_event, on_answered=budget_missed.clear)
         self.mirror = Mirror(
-            self.db, self.endpoints, wait_secs=config.sync.changes_wait_secs, stop=self.stop_event
+            self.db,
+            self.endpoints,
+            wait_secs=config.sync.changes_wait_secs,
+            stop=self.stop_event,
+            settle=self.merger.settle_in_doubt,
         )
-        self.pusher = Pusher(self.db, self.endpoints, self.stop_event)
-        self.mirror.settle = lambda rows: self.pusher.push(rows, BACKGROUND_TIMEOUT_SECS)
-        health_key = identity.load_health_key()
         self.monitor = WanMonitor(
             self.db,
             self.endpoints,
             config.wan,
-            health_key,
+            identity.load_health_key(),
             self.stop_event,
-            on_reconciling=self.pusher.wake.set,  # drain the journal at once
+            on_reconciling=self.merger.wake.set,  # merge the journal at once
         )
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
         charging = JournalCharging(
             self.db,
-            self.pusher,
-            lambda: self.monitor.machine.mode,
+            self.merger,
+            self.monitor.mode,
             budget_secs=config.wan.request_budget_ms / 1000,
+            budget_missed=budget_missed,
+            # A merge that missed its budget is evidence of a dead WAN: it speeds detection up.
+            on_budget_missed=self.monitor.note_push_missed,
             limits=config.offline,
         )
-        # A push that missed its budget is evidence of a dead WAN: it speeds the monitor's detection.
-        charging.on_push_missed = self.monitor.note_push_missed
-        self.desk = FrontDesk(
-            db=self.db,
+        self.desk = FrontDesk.create(
+            self.db,
             hasher=SecretHasher(identity.load_pepper()),
-            lockout=Lockout(),
             sessions=SessionRegistry(),
             hashing=self.hashing,
             charging=charging,
+        )
+        self.admin = SiteAdmin(
+            self.db, config.site_id, self.endpoints, self.mirror, self.merger, config.offline
         )
         self._threads: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)
 
-    def note_push_missed(self) -> None:
-        """A journal push missed its budget: evidence for the WAN monitor (cheap, thread-safe)."""
-        self.monitor.note_push_missed()
-
     def _expire_holds(self) -> None:
-        n = self.desk.expire_held_jobs()
+        n = self.desk.provider.expire_held_jobs()
         if n:
             log.info("expired %d held job(s) past the hold timeout", n)
 
     @staticmethod
-    def _init_state(d: sqlite_utils.Database) -> None:
-        state = read_state(d)
-        if "mode" not in state:
-            set_state(d, mode=DEFAULT_MODE, mode_since=now_iso())
-        recover_releasing(d)
+    def _init_state(conn: sqlite_utils.Database) -> None:
+        sync_state.start_mode(conn, now_iso())
+        jobs.recover_releasing(conn)
 
     def heartbeat_once(self) -> None:
         ep = self.endpoints.current()
-        state, backlog = self.db.read_sync(lambda d: (read_state(d), journal.pending_count(d)))
+        state, backlog = self.db.read_sync(lambda conn: (sync_state.read(conn), journal.pending_count(conn)))
+        body = wire.HeartbeatIn(mode=state.mode, journal_backlog=backlog, version=siteserver.__version__)
         try:
-            r = ep.quick.heartbeat(mode_of(state), int(backlog), siteserver.__version__)
+            ep.quick.heartbeat(body)
+        except SyncFailed as e:
+            log.warning("heartbeat to %s failed: %s", ep.url, e)
+            self.endpoints.failed(ep, e.status)
+            return
         except Exception as e:
             if not self.stop_event.is_set():
                 log.warning("heartbeat to %s failed: %s", ep.url, e or type(e).__name__)
                 self.endpoints.failed(ep, None)
             return
-        if r.status_code == 200:
-            self.endpoints.ok(ep)
-        else:
-            log.warning("heartbeat to %s answered HTTP %d", ep.url, r.status_code)
-            self.endpoints.failed(ep, r.status_code)
+        self.endpoints.ok(ep)
 
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -167,8 +172,8 @@ class SiteServer:
         for name, target in (
             ("mirror", self.mirror.run),
             ("heartbeat", self._heartbeat_loop),
-            ("journal-pusher", self.pusher.run),
-            *((f"journal-upload-{i}", self.pusher.run_uploader) for i in range(UPLOADERS)),
+            ("merge", self.merger.run),
+            *((f"merge-upload-{i}", self.merger.run_uploader) for i in range(UPLOADERS)),
             ("wan-monitor", self.monitor.run),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -180,7 +185,7 @@ class SiteServer:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.stop_event.set()
-        self.pusher.wake.set()
+        self.merger.wake.set()
         self.endpoints.close()  # ends a long poll in flight
         for t in self._threads:
             t.join(timeout=5)
@@ -193,10 +198,7 @@ class SiteServer:
             description="A branch site server: the device and print provider APIs served from its own "
             "store, its health URL and site administration. See CONTRACT.md.",
             routers=(device.router, provider.router, site_admin.health_router, site_admin.router),
-            admin_token=self.admin_token,
-            db=self.db,
-            site=self,
-            backend=self.desk,
+            services=Services(admin_token=self.admin_token, desk=self.desk, site_admin=self.admin),
         )
 
 

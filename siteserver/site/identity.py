@@ -20,11 +20,14 @@ from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from siteserver.config import SiteConfig
 from siteserver.timeutil import now_iso
-from sync import signing
+from sync import signing, wire
 from sync.client import enroll as enroll_request
+
+from .errors import EnrollmentError
 
 KEY_FILE = "site.key"
 PUB_FILE = "site.pub"
@@ -33,10 +36,6 @@ ENROLLMENT_FILE = "enrollment.json"
 
 CONNECT_TIMEOUT_SECS = 3.0
 REQUEST_TIMEOUT_SECS = 10.0
-
-
-class EnrollmentError(Exception):
-    """Enrollment failed; the message is one sentence for the admin (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -113,10 +112,14 @@ def enroll(config: SiteConfig, token: str) -> str:
     key = identity.load_or_create_key()
     public = signing.public_key_text(key)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_SECS, connect=CONNECT_TIMEOUT_SECS)
+    try:
+        body = wire.EnrollIn(site_id=config.site_id, enrollment_token=token, public_key=public)
+    except ValidationError as e:
+        raise EnrollmentError("the enrollment token is empty or longer than 256 characters") from e
     unreachable: list[str] = []
     for url in config.primary:
         try:
-            r = enroll_request(url, config.site_id, token, public, timeout=timeout)
+            r = enroll_request(url, body, timeout=timeout)
         except httpx.HTTPError as e:
             unreachable.append(f"{url} ({type(e).__name__})")
             continue
@@ -132,19 +135,17 @@ def enroll(config: SiteConfig, token: str) -> str:
         if r.status_code != 200:
             raise EnrollmentError(f"the primary at {url} refused the enrollment: {_error_of(r)}")
         try:
-            answer = r.json()
-            pepper_hex = str(answer["pepper"])
-            bytes.fromhex(pepper_hex)
-            health_key = answer.get("health_key")
-            if health_key is not None and (not isinstance(health_key, str) or not health_key.strip()):
+            answer = wire.EnrollOut.model_validate_json(r.content)
+            bytes.fromhex(answer.pepper)
+            if answer.health_key is not None and not answer.health_key.strip():
                 raise ValueError("health_key")
-        except (ValueError, KeyError, TypeError) as e:
+        except ValueError as e:  # a ValidationError too
             raise EnrollmentError(f"the primary at {url} answered the enrollment unexpectedly") from e
         identity.save_enrollment(
             site_id=config.site_id,
             primary=url,
-            pepper_hex=pepper_hex,
-            health_key=health_key.strip() if health_key else None,
+            pepper_hex=answer.pepper,
+            health_key=answer.health_key.strip() if answer.health_key else None,
         )
         return url
     raise EnrollmentError(f"no primary reachable: {', '.join(unreachable)}")

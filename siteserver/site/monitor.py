@@ -9,7 +9,7 @@ again (it counts as down) — a blackholed endpoint costs one probe interval, ne
 delays the next round.
 
 200 → active, 503 → passive, anything else (401 for a wrong or missing key, a timeout, a refused
-connection) → down. The mirror and the pusher follow the active member (Endpoints.follow_active).
+connection) → down. The pull and the merge follow the active member (Endpoints.follow_active).
 
 A change of mode is written to `sync_state` (mode, mode_since) and appended to `mode_changes`
 (at, mode, cause) in one write transaction, and logged at WARNING.
@@ -25,15 +25,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
 import httpx
-import sqlite_utils
 
 from siteserver.config import Wan
-from siteserver.domain.modes import RECONCILING, ModeMachine, Transition
-from siteserver.store import Database, journal
+from siteserver.domain.modes import Mode, ModeMachine, Transition
+from siteserver.store import Database, journal, sync_state
 from siteserver.timeutil import now_iso
-
-from .mirror import Endpoint, Endpoints, read_state, set_state
-from .status import mode_of
+from sync.endpoints import Endpoint, Endpoints
 
 log = logging.getLogger("siteserver.site.wan")
 
@@ -46,12 +43,6 @@ def probe_state(status_code: int | None) -> str:
     if status_code == 503:
         return "passive"
     return "down"
-
-
-def record_transition(db: sqlite_utils.Database, t: Transition, at: str) -> None:
-    """Mode and its history, in the caller's (one) write transaction."""
-    set_state(db, mode=t.new, mode_since=at)
-    db.execute("INSERT INTO mode_changes (at, mode, cause) VALUES (?, ?, ?)", [at, t.new, t.cause])
 
 
 class WanMonitor:
@@ -72,7 +63,7 @@ class WanMonitor:
         self.health_key = health_key
         self.stop = stop
         self.on_reconciling = on_reconciling
-        mode = mode_of(db.read_sync(read_state))
+        mode = db.read_sync(sync_state.read).mode
         self.machine = ModeMachine(wan.offline_after_failures, wan.online_after_successes, mode=mode)
         self._missed = False
         self._missed_lock = threading.Lock()
@@ -86,10 +77,14 @@ class WanMonitor:
         self._warned_no_key = False
         self.rounds = 0
 
+    def mode(self) -> Mode:
+        """The site's mode now (in memory; every change is stored too)."""
+        return self.machine.mode
+
     # -- the hook for the charging code ----------------------------------------------------------
 
     def note_push_missed(self) -> None:
-        """A journal push missed its request budget; counted (once) at the next round. Cheap and
+        """A merge missed its request budget; counted (once) at the next round. Cheap and
         thread-safe: any thread, any number of times."""
         with self._missed_lock:
             self._missed = True
@@ -145,9 +140,9 @@ class WanMonitor:
         if t is None:
             return
         at = now_iso()
-        self.db.write_sync(lambda d: record_transition(d, t, at), fenced=False)
+        self.db.write_sync(lambda conn: sync_state.record_mode(conn, t.new, t.cause, at), fenced=False)
         log.warning("site mode %s -> %s: %s", t.old, t.new, t.cause)
-        if t.new == RECONCILING and self.on_reconciling is not None:
+        if t.new == Mode.RECONCILING and self.on_reconciling is not None:
             self.on_reconciling()
 
     def step(self) -> dict[str, str]:
@@ -158,7 +153,7 @@ class WanMonitor:
         if missed:
             self._apply(self.machine.push_missed())
         self._apply(self.machine.round(any(s == "active" for s in states.values())))
-        if self.machine.mode == RECONCILING and self.db.read_sync(journal.pending_count) == 0:
+        if self.machine.mode == Mode.RECONCILING and self.db.read_sync(journal.pending_count) == 0:
             self._apply(self.machine.drained())
         self.rounds += 1
         return states
@@ -181,4 +176,4 @@ class WanMonitor:
         self._http.close()
 
 
-__all__ = ["HEALTH_PATH", "WanMonitor", "probe_state", "record_transition"]
+__all__ = ["HEALTH_PATH", "WanMonitor", "probe_state"]

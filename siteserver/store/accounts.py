@@ -277,3 +277,20 @@ def account_by_label(conn: sqlite_utils.Database, label: str) -> int | None:
         "SELECT id FROM accounts WHERE kind = ? AND name = ? AND closed_at IS NULL", [kind, name]
     ).fetchone()
     return None if row is None else int(row[0])
+
+
+def charge_account(
+    conn: sqlite_utils.Database, user: UserRecord, account: str | None
+) -> tuple[int | None, str | None]:
+    """The account a charge goes to: the personal one, or a shared one the user is a member of;
+    (None, why) when the user may not charge the named one."""
+    if account is None:
+        return user.account_id, None
+    shared = get_shared_account(conn, account)
+    if shared is None or user.username not in shared.members:
+        return None, f"{account!r} is not a shared account this user may charge"
+    return shared.account_id, None
+
+
+def balance_of(conn: sqlite_utils.Database, account_id: int) -> int:
+    return int(conn.execute("SELECT balance_cents FROM accounts WHERE id = ?", [account_id]).fetchone()[0])

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlite_utils
 
+from migrations.mirrored import MIRRORED_TABLES
 from siteserver.timeutil import iso, utcnow
-from sync.mirrored import MIRRORED_TABLES
 
 DEFAULT_RETENTION = timedelta(days=30)
 PRUNE_BATCH = 20_000

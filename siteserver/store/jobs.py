@@ -183,3 +183,16 @@ def deny_direct_print(conn: sqlite_utils.Database, job_id: str, reason: str | No
         " released_at = NULL WHERE job_id = ? AND status = 'printing'",
         [reason, job_id],
     )
+
+
+def recover_releasing(conn: sqlite_utils.Database) -> int:
+    """At a site's start: jobs left 'releasing' by a stop between a release and its confirmation.
+    No merge is in flight, so the journal decides: a rejected charge puts the job back on hold, any
+    other (pending or merged) lets it print."""
+    held = conn.execute(
+        "UPDATE jobs SET status = 'held', printer = NULL, grayscale = NULL, account_id = NULL,"
+        " balance_after_cents = NULL, released_at = NULL, released_by_device = NULL"
+        " WHERE status = 'releasing' AND txn_id IN (SELECT txn_id FROM journal WHERE status = 'rejected')"
+    ).rowcount
+    released = conn.execute("UPDATE jobs SET status = 'released' WHERE status = 'releasing'").rowcount
+    return int(held) + int(released)

@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlite_utils
 
+from siteserver.domain import AccountState
+from siteserver.domain.merge import JournalStatus, MergeVerdict
 from siteserver.store.ledger import account_label, account_label_sql
 
 # One statement (so one consistent read without a transaction around it): the mirrored balance,
@@ -46,25 +48,12 @@ class JournalRow:
     occurred_at: str
     flags: tuple[str, ...]
     ref: str | None
-    status: str
+    status: JournalStatus
     primary_seq: int | None = None
     primary_balance_cents: int | None = None
     reason: str | None = None
     #: may have reached the primary (see `mark_sent`); pending and sent = in doubt
     sent: bool = False
-
-    def wire(self) -> dict[str, Any]:
-        """The entry as `POST /api/sync/v1/journal` takes it."""
-        return {
-            "txn_id": self.txn_id,
-            "account": self.account,
-            "amount_cents": self.amount_cents,
-            "kind": self.kind,
-            "enforcement": self.enforcement,
-            "occurred_at": self.occurred_at,
-            "flags": list(self.flags),
-            "ref": self.ref,
-        }
 
 
 _COLS = (
@@ -189,11 +178,11 @@ def mark_sent(conn: sqlite_utils.Database, txn_ids: Iterable[str]) -> None:
     conn.conn.executemany("UPDATE journal SET sent = 1 WHERE txn_id = ? AND sent = 0", [[t] for t in txn_ids])
 
 
-def verdict_of(row: JournalRow) -> Verdict | None:
+def verdict_of(row: JournalRow) -> MergeVerdict | None:
     """The primary's answer already recorded for an entry (None while it is pending)."""
     if row.status == "pending":
         return None
-    return Verdict(row.status, row.primary_seq, row.primary_balance_cents, row.reason)
+    return MergeVerdict(row.status, row.primary_seq, row.primary_balance_cents, row.reason)
 
 
 def in_doubt(conn: sqlite_utils.Database, accounts: Iterable[str] | None = None) -> list[JournalRow]:
@@ -213,20 +202,10 @@ def in_doubt(conn: sqlite_utils.Database, accounts: Iterable[str] | None = None)
     return sorted(out, key=lambda r: r.seq)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The primary's answer for one entry."""
-
-    status: str  # applied | duplicate | rejected
-    seq: int | None = None
-    balance_cents: int | None = None
-    reason: str | None = None
-
-
 def record(
     conn: sqlite_utils.Database,
     attempted: Sequence[JournalRow],
-    verdicts: Mapping[str, Verdict],
+    verdicts: Mapping[str, MergeVerdict],
     *,
     now: str,
 ) -> None:
@@ -306,3 +285,12 @@ def offline_spend(conn: sqlite_utils.Database) -> OfflineSpend:
     if top is None:
         return OfflineSpend(site_cents, None, 0)
     return OfflineSpend(site_cents, str(top[0]), int(top[1]))
+
+
+def account_state(conn: sqlite_utils.Database, account_id: int) -> AccountState:
+    """The account as a site decides on it: its effective balance and its limit."""
+    balance = effective_balance(conn, account_id)
+    restricted, overdraft = conn.execute(
+        "SELECT restricted, overdraft_cents FROM accounts WHERE id = ?", [account_id]
+    ).fetchone()
+    return AccountState(balance or 0, bool(restricted), int(overdraft))

@@ -204,3 +204,25 @@ def account_label_sql(alias: str) -> str:
     """`account_label` as an SQL expression over the accounts row `alias` (for a query that must
     name the account in one statement; tests/test_ledger.py checks the two agree)."""
     return f"(CASE {alias}.kind WHEN 'personal' THEN 'user:' ELSE 'shared:' END || {alias}.name)"
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    """How a txn_id was applied: to which account (its label), how much, at which seq."""
+
+    account: str
+    amount_cents: int
+    balance_after_cents: int
+    seq: int
+
+
+def first_application(conn: sqlite_utils.Database, txn_id: str) -> Application | None:
+    """The ledger row of `txn_id`, whatever became of its account since; None: never applied."""
+    row = conn.execute(
+        "SELECT a.kind, a.name, l.amount_cents, l.balance_after_cents, l.seq"
+        " FROM ledger l JOIN accounts a ON a.id = l.account_id WHERE l.txn_id = ?",
+        [txn_id],
+    ).fetchone()
+    if row is None:
+        return None
+    return Application(account_label(row[0], row[1]), int(row[2]), int(row[3]), int(row[4]))

@@ -1,7 +1,9 @@
-"""Wire models of the sync API (docs/sync.md), shared by the primary and the site.
+"""The sync API on the wire (docs/sync.md): every path and every request and answer, both ends.
 
+The primary's routers declare their routes with these paths and models; the site's client builds
+its requests and parses the answers with the same ones: nothing of the protocol is declared twice.
 Requests are strict: unknown fields are refused (422), money is a JSON integer (10.0 and "10" are
-refused). Answers are described for the documentation and for the site's parsing.
+refused).
 """
 
 from __future__ import annotations
@@ -10,9 +12,24 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from siteserver.domain.merge import MergeStatus
+from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS
+
+PREFIX = "/api/sync/v1"
+ENROLL_PATH = "/enroll"
+HEARTBEAT_PATH = "/heartbeat"
+SNAPSHOT_PATH = "/snapshot"
+CHANGES_PATH = "/changes"
+MERGE_PATH = "/journal"  # the site merges its journal into the primary here
+
+
+def url_path(path: str) -> str:
+    """The full URL path of one of the paths above."""
+    return PREFIX + path
+
 
 SNAPSHOT_MEDIA_TYPE = "application/x-ndjson"
 MAX_JOURNAL_ENTRIES = 1000
@@ -31,10 +48,41 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# -- enrollment and heartbeat ----------------------------------------------------------------------
+
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class EnrollIn(_Request):
+    site_id: Ident
+    enrollment_token: Annotated[str, Field(min_length=1, max_length=256)]
+    public_key: Annotated[str, Field(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]{43}$")]
+
+
+class EnrollOut(BaseModel):
+    site_id: str
+    pepper: str
+    health_key: str | None = None  # the health URL's key, for the site's WAN monitor
+
+
+class HeartbeatIn(_Request):
+    mode: Mode
+    journal_backlog: Annotated[int, Field(ge=0, le=2**62)]
+    version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class HeartbeatOut(BaseModel):
+    primary_time: str
+    server_uuid: str
+    epoch: int
+
+
 # -- snapshot (NDJSON lines) -----------------------------------------------------------------------
 
 
 class SnapshotBegin(BaseModel):
+    """The first line: the cursor the snapshot was read at."""
+
     type: Literal["begin"]
     cursor: int
     tables: list[str]
@@ -47,9 +95,20 @@ class SnapshotRow(BaseModel):
 
 
 class SnapshotEnd(BaseModel):
+    """The last line; a stream without it is an incomplete snapshot."""
+
     type: Literal["end"]
     cursor: int
     rows: int
+
+
+SnapshotLine = Annotated[SnapshotBegin | SnapshotRow | SnapshotEnd, Field(discriminator="type")]
+SNAPSHOT_LINE: TypeAdapter[SnapshotBegin | SnapshotRow | SnapshotEnd] = TypeAdapter(SnapshotLine)
+
+
+def snapshot_line(line: SnapshotBegin | SnapshotRow | SnapshotEnd) -> bytes:
+    """One NDJSON line of the snapshot stream."""
+    return line.__pydantic_serializer__.to_json(line) + b"\n"
 
 
 # -- change feed -----------------------------------------------------------------------------------
@@ -68,7 +127,7 @@ class ChangesOut(BaseModel):
     changes: list[Change]
 
 
-# -- journal upload --------------------------------------------------------------------------------
+# -- merge: the journal upload -------------------------------------------------------------------
 
 
 class JournalEntry(_Request):
@@ -91,16 +150,13 @@ class JournalEntry(_Request):
         return v
 
 
-class JournalIn(_Request):
+class MergeIn(_Request):
     entries: Annotated[list[JournalEntry], Field(min_length=1, max_length=MAX_JOURNAL_ENTRIES)]
 
 
-JournalStatus = Literal["applied", "duplicate", "rejected"]
-
-
-class JournalResult(BaseModel):
+class MergeResult(BaseModel):
     txn_id: uuid.UUID
-    status: JournalStatus
+    status: MergeStatus
     seq: int | None  # the ledger seq (for a duplicate: the first application's)
     balance_cents: int | None  # the account's balance right after that ledger row
     reason: str | None  # why it was rejected
@@ -114,24 +170,6 @@ class Receipt(BaseModel):
     applied_cents: int  # the sum of amount_cents of the entries applied by this upload
 
 
-class JournalOut(BaseModel):
-    results: list[JournalResult]
+class MergeOut(BaseModel):
+    results: list[MergeResult]
     receipt: Receipt
-
-
-__all__ = [
-    "MAX_CHANGES_LIMIT",
-    "MAX_CHANGES_WAIT_SECS",
-    "MAX_JOURNAL_ENTRIES",
-    "SNAPSHOT_MEDIA_TYPE",
-    "Change",
-    "ChangesOut",
-    "JournalEntry",
-    "JournalIn",
-    "JournalOut",
-    "JournalResult",
-    "Receipt",
-    "SnapshotBegin",
-    "SnapshotEnd",
-    "SnapshotRow",
-]

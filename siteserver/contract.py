@@ -1,4 +1,6 @@
-"""Wire models of CONTRACT.md. Every request model forbids unknown fields (422, not silence)."""
+"""The public API's request and answer models (CONTRACT.md): administration, device, print
+provider, health, site status. Below the flows, so the flows and the routers share them. Every
+request model forbids unknown fields (422, not silence). The sync API's are `sync.wire`'s."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS, MAX_PAGE_PRICE_CENTS
 
 NAME_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
@@ -176,33 +179,6 @@ class SitePatch(Strict):
     disabled: bool | None = None
 
 
-# -- sync API (site signatures) ------------------------------------------------------------------
-
-
-class EnrollIn(Strict):
-    site_id: Ident
-    enrollment_token: Annotated[str, Field(min_length=1, max_length=256)]
-    public_key: Annotated[str, Field(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]{43}$")]
-
-
-class EnrollOut(BaseModel):
-    site_id: str
-    pepper: str
-    health_key: str | None = None  # the health URL's key, for the site's WAN monitor
-
-
-class HeartbeatIn(Strict):
-    mode: Literal["online", "offline", "reconciling"]
-    journal_backlog: Annotated[int, Field(ge=0, le=2**62)]
-    version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
-
-
-class HeartbeatOut(BaseModel):
-    primary_time: str
-    server_uuid: str
-    epoch: int
-
-
 class DeviceCreate(Strict):
     device_id: Ident
     printer: Name
@@ -244,8 +220,6 @@ class TransactionsOut(BaseModel):
 
 
 # -- device API --------------------------------------------------------------------------------
-
-Mode = Literal["online", "offline", "reconciling"]
 
 
 class LoginIn(Strict):
@@ -394,3 +368,74 @@ class PrimaryHealthOut(BaseModel):
     server_uuid: str | None = None
     epoch: int | None = None
     disk_free_mb: int | None = None
+
+
+# -- site administration ---------------------------------------------------------------------
+
+
+class SiteHealthOut(BaseModel):
+    status: str
+    mode: Mode
+
+
+class EndpointOut(BaseModel):
+    url: str
+    state: str
+    last_ok_at: str | None
+
+
+class PrimaryOut(BaseModel):
+    active: str | None
+    endpoints: list[EndpointOut]
+
+
+class SyncOut(BaseModel):
+    cursor: int | None
+    last_sync_at: str | None
+    lag_secs: float | None
+
+
+class JournalCountsOut(BaseModel):
+    pending: int
+    merged: int
+    rejected: int
+
+
+class OutageOut(BaseModel):
+    started_at: str
+    ended_at: str | None
+    offline_transactions: int
+
+
+class TopSpenderOut(BaseModel):
+    username: str
+    cents: int
+
+
+class OfflineExposureOut(BaseModel):
+    """Offline charges not yet merged against the optional caps (null: no cap)."""
+
+    site_cents: int
+    top_user: TopSpenderOut | None
+    site_cap_cents: int | None
+    per_user_cap_cents: int | None
+
+
+class SiteStatusOut(BaseModel):
+    site_id: str
+    mode: Mode
+    since: str | None
+    primary: PrimaryOut
+    sync: SyncOut
+    journal: JournalCountsOut
+    outages: list[OutageOut]
+    offline_exposure: OfflineExposureOut
+
+
+class PullOut(BaseModel):
+    cursor: int
+
+
+class MergeNowOut(BaseModel):
+    pushed: int
+    journal: JournalCountsOut

@@ -1,0 +1,114 @@
+"""The site's administration (CONTRACT.md, "Site administration"): its status computed from real
+state (mode, primary endpoints, sync cursor and lag, journal counts, outages, offline exposure),
+a pull now and a merge now; and what its health URL shows."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+import sqlite_utils
+
+from siteserver import contract
+from siteserver.config import Offline
+from siteserver.domain import Unavailable
+from siteserver.domain.modes import Mode
+from siteserver.store import Database, sync_state
+from siteserver.store import journal as journal_store
+from siteserver.timeutil import now_iso, parse_iso, utcnow
+from sync.endpoints import Endpoints
+from sync.errors import SyncFailed
+from sync.merge import Merger
+from sync.pull import Mirror
+
+#: a merge now sends at most this many batches: entries keep arriving while the site serves
+MERGE_NOW_ROUNDS = 100
+
+
+def outages(conn: sqlite_utils.Database) -> list[contract.OutageOut]:
+    """Each stretch that began with a change to offline and ended with the next change to online."""
+    spans: list[list[str | None]] = []
+    for at, mode in sync_state.mode_history(conn):
+        if mode == Mode.OFFLINE and (not spans or spans[-1][1] is not None):
+            spans.append([at, None])
+        elif mode == Mode.ONLINE and spans and spans[-1][1] is None:
+            spans[-1][1] = at
+    found = []
+    for started, ended in spans:
+        assert started is not None
+        count = journal_store.count_between(conn, started, ended or now_iso())
+        found.append(contract.OutageOut(started_at=started, ended_at=ended, offline_transactions=count))
+    return found
+
+
+def journal_counts(conn: sqlite_utils.Database) -> contract.JournalCountsOut:
+    return contract.JournalCountsOut(**journal_store.counts(conn))
+
+
+def offline_exposure(conn: sqlite_utils.Database, caps: Offline) -> contract.OfflineExposureOut:
+    """How close the site is to its offline caps: offline charges not yet merged, and the limits."""
+    return contract.OfflineExposureOut(
+        **journal_store.offline_spend(conn).public(),
+        site_cap_cents=caps.max_offline_spend_site_cents,
+        per_user_cap_cents=caps.max_offline_spend_per_user_cents,
+    )
+
+
+def site_status(
+    conn: sqlite_utils.Database, site_id: str, primary: contract.PrimaryOut, caps: Offline
+) -> contract.SiteStatusOut:
+    state = sync_state.read(conn)
+    last = state.last_sync_at
+    lag = round((utcnow() - parse_iso(last)).total_seconds(), 3) if last else None
+    return contract.SiteStatusOut(
+        site_id=site_id,
+        mode=state.mode,
+        since=state.mode_since,
+        primary=primary,
+        sync=contract.SyncOut(cursor=state.cursor, last_sync_at=last, lag_secs=lag),
+        journal=journal_counts(conn),
+        outages=outages(conn),
+        offline_exposure=offline_exposure(conn, caps),
+    )
+
+
+@dataclass
+class SiteAdmin:
+    db: Database
+    site_id: str
+    endpoints: Endpoints
+    mirror: Mirror
+    merger: Merger
+    caps: Offline
+
+    async def health(self) -> contract.SiteHealthOut:
+        state = await self.db.read(sync_state.read)
+        return contract.SiteHealthOut(status="OK", mode=state.mode)
+
+    async def status(self) -> contract.SiteStatusOut:
+        view = self.endpoints.view()
+        return await self.db.read(lambda conn: site_status(conn, self.site_id, view, self.caps))
+
+    async def pull_now(self) -> contract.PullOut:
+        """One pull from the primary, at once; `primary_unreachable` (503) when it fails."""
+        try:
+            cursor = await asyncio.to_thread(self.mirror.pull_now)
+        except (httpx.HTTPError, SyncFailed) as e:
+            raise Unavailable(
+                f"the pull from the primary failed: {e or type(e).__name__}", code="primary_unreachable"
+            ) from e
+        return contract.PullOut(cursor=cursor)
+
+    async def merge_now(self) -> contract.MergeNowOut:
+        """Merge the pending journal now (in batches, oldest first); how many entries were sent
+        and the journal counts after the primary's verdicts were recorded."""
+        merged = 0
+        for _ in range(MERGE_NOW_ROUNDS):
+            sent = await asyncio.to_thread(self.merger.merge_pending_once)
+            if sent < 0:
+                raise Unavailable("the primary did not answer the merge", code="primary_unreachable")
+            merged += sent
+            if sent == 0:
+                break
+        return contract.MergeNowOut(pushed=merged, journal=await self.db.read(journal_counts))

@@ -1,0 +1,48 @@
+"""The device and print provider flows, one implementation for both roles.
+
+The primary and every site answer MFDs and print providers with the same code; the roles differ
+only in how a charge is applied and confirmed (`charging`: `LedgerCharging` on the primary,
+`journal_charging.JournalCharging` at a site). `FrontDesk` is what a role's app serves them from:
+the machine credentials, the device flows and the provider flows, sharing one release signal.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from siteserver.domain import Lockout, SecretHasher, SessionRegistry
+from siteserver.store import Database
+
+from .charging import Charging
+from .device import DeviceDesk
+from .machines import Machines
+from .provider import ProviderDesk
+from .releases import ReleaseSignal
+
+
+@dataclass
+class FrontDesk:
+    machines: Machines
+    device: DeviceDesk
+    provider: ProviderDesk
+
+    @classmethod
+    def create(
+        cls,
+        db: Database,
+        *,
+        hasher: SecretHasher,
+        sessions: SessionRegistry,
+        hashing: ThreadPoolExecutor,
+        charging: Charging,
+    ) -> FrontDesk:
+        releases = ReleaseSignal()
+        return cls(
+            Machines(db),
+            DeviceDesk(db, hasher, Lockout(), sessions, hashing, charging, releases),
+            ProviderDesk(db, charging, releases),
+        )
+
+
+__all__ = ["DeviceDesk", "FrontDesk", "Machines", "ProviderDesk"]

@@ -1,0 +1,81 @@
+"""The site's own state (`sync_state`: the pull's cursor, the mode) and its history of modes
+(`mode_changes`).
+
+Keys in `sync_state`: `cursor` and `bootstrapped_at` (both absent while a bootstrap is under way
+or was cut short: the next start bootstraps again), `last_sync_at`, `mode` and `mode_since`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from siteserver.domain.modes import Mode
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    cursor: int | None  # None: no finished bootstrap, the next pull bootstraps
+    last_sync_at: str | None
+    mode: Mode
+    mode_since: str | None
+
+
+def read(conn: sqlite_utils.Database) -> SyncState:
+    values: dict[str, str] = dict(conn.execute("SELECT key, value FROM sync_state").fetchall())
+    cursor = values.get("cursor") if "bootstrapped_at" in values else None
+    return SyncState(
+        cursor=int(cursor) if cursor is not None else None,
+        last_sync_at=values.get("last_sync_at"),
+        mode=Mode(values.get("mode", Mode.ONLINE)),
+        mode_since=values.get("mode_since"),
+    )
+
+
+def _set(conn: sqlite_utils.Database, **values: str | int) -> None:
+    for k, v in values.items():
+        conn.execute(
+            "INSERT INTO sync_state (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [k, str(v)],
+        )
+
+
+def start_mode(conn: sqlite_utils.Database, now: str) -> None:
+    """A new site starts online (with no history); a restarted one keeps its mode."""
+    if conn.execute("SELECT 1 FROM sync_state WHERE key = 'mode'").fetchone() is None:
+        _set(conn, mode=Mode.ONLINE.value, mode_since=now)
+
+
+def record_mode(conn: sqlite_utils.Database, mode: Mode, cause: str, at: str) -> None:
+    """A change of mode and its history, in the caller's (one) write transaction."""
+    _set(conn, mode=mode.value, mode_since=at)
+    conn.execute("INSERT INTO mode_changes (at, mode, cause) VALUES (?, ?, ?)", [at, mode.value, cause])
+
+
+def mode_history(conn: sqlite_utils.Database) -> list[tuple[str, Mode]]:
+    """Every change of mode, oldest first: (at, mode)."""
+    return [(at, Mode(mode)) for at, mode in conn.execute("SELECT at, mode FROM mode_changes ORDER BY id")]
+
+
+def forget_bootstrap(conn: sqlite_utils.Database) -> None:
+    """The next pull bootstraps again (the feed no longer reaches the cursor, or a page did not fit)."""
+    conn.execute("DELETE FROM sync_state WHERE key = 'bootstrapped_at'")
+
+
+def begin_bootstrap(conn: sqlite_utils.Database) -> None:
+    conn.execute("DELETE FROM sync_state WHERE key IN ('cursor', 'bootstrapped_at')")
+
+
+def pulled(conn: sqlite_utils.Database, cursor: int, now: str, *, bootstrapped: bool = False) -> None:
+    """A page (or the end of a bootstrap) is in: its cursor, in the same transaction as its rows."""
+    if bootstrapped:
+        _set(conn, cursor=cursor, bootstrapped_at=now, last_sync_at=now)
+    else:
+        _set(conn, cursor=cursor, last_sync_at=now)
+
+
+def bootstrapped_cursor(conn: sqlite_utils.Database) -> int | None:
+    """The stored cursor if a bootstrap finished (a pull may apply a page after it), else None."""
+    return read(conn).cursor

@@ -1,0 +1,221 @@
+"""The site's side of a merge: its journal entries sent to the primary, the verdicts recorded.
+
+A request's new entries are merged at once, within its budget, grouped with every other
+request's waiting at the same moment (one signed upload, one primary transaction for all of them:
+`submit` and the uploader threads). Whatever stays pending is merged in the background, oldest
+first (`run`). An entry is marked `sent` before its bytes leave: from then on it may be in doubt
+(sent, no answer), and `settle_in_doubt` gets the primary's answer for such entries before the
+pull applies rows of their accounts (DESIGN.md invariant 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import httpx
+
+from siteserver.domain.merge import MergeVerdict
+from siteserver.store import Database
+from siteserver.store import journal as journal_store
+from siteserver.timeutil import now_iso
+
+from . import wire
+from .endpoints import Endpoints
+from .errors import MergeUnsettled, SyncFailed
+
+log = logging.getLogger("siteserver.sync.merge")
+
+MERGE_INTERVAL_SECS = 2.0
+MERGE_BATCH = 500
+BACKGROUND_TIMEOUT_SECS = 10.0
+#: threads merging requests' entries; each takes every request waiting when it starts (one upload)
+UPLOADERS = 3
+#: the shortest upload timeout, for a group whose budget is (almost) spent: still one real try
+MIN_UPLOAD_SECS = 0.05
+SETTLE_BATCH = 500
+
+Verdicts = dict[str, MergeVerdict]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A request's entries waiting for an uploader, and where its verdicts go."""
+
+    entries: Sequence[journal_store.JournalRow]
+    deadline: float  # time.monotonic() by which the request stops waiting
+    future: Future[Verdicts | None]
+
+
+def entry_of(row: journal_store.JournalRow) -> wire.JournalEntry:
+    """A journal row as the merge sends it."""
+    return wire.JournalEntry.model_validate(
+        {
+            "txn_id": row.txn_id,
+            "account": row.account,
+            "amount_cents": row.amount_cents,
+            "kind": row.kind,
+            "enforcement": row.enforcement,
+            "occurred_at": row.occurred_at,
+            "flags": list(row.flags),
+            "ref": row.ref,
+        }
+    )
+
+
+class Merger:
+    """Merges journal entries into the primary and records the per-entry verdicts."""
+
+    def __init__(
+        self,
+        db: Database,
+        endpoints: Endpoints,
+        stop: threading.Event,
+        *,
+        on_answered: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.endpoints = endpoints
+        self.stop = stop
+        self.wake = threading.Event()
+        #: called (on the merging thread) after each upload the primary answered
+        self.on_answered = on_answered
+        self._waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
+
+    def merge(self, entries: Sequence[journal_store.JournalRow], timeout: float) -> Verdicts | None:
+        """One upload (on a plain thread); None when the primary gave no answer. Verdicts are
+        recorded before returning; entries without one stay pending."""
+        if not entries:
+            return {}
+        unsent = [e.txn_id for e in entries if not e.sent]
+        if unsent:  # committed before anything leaves: from now on the entries may be in doubt
+            try:
+                self.db.write_sync(lambda conn: journal_store.mark_sent(conn, unsent), fenced=False)
+            except RuntimeError:  # the database is closed: the site is stopping
+                return None
+        ep = self.endpoints.current()
+        verdicts: Verdicts | None = None
+        try:
+            answer = ep.quick.merge([entry_of(e) for e in entries], timeout=timeout)
+            verdicts = {
+                str(r.txn_id): MergeVerdict(r.status, r.seq, r.balance_cents, r.reason)
+                for r in answer.results
+            }
+            self.endpoints.ok(ep)
+            if self.on_answered is not None:
+                self.on_answered()
+        except SyncFailed as e:
+            log.warning("merge into %s failed: %s", ep.url, e)
+            if e.status is not None and (e.status >= 500 or e.status == 401):
+                self.endpoints.failed(ep, e.status)
+        except httpx.HTTPError as e:
+            if not self.stop.is_set():
+                log.info("merge into %s failed: %s", ep.url, e or type(e).__name__)
+                self.endpoints.failed(ep, None)
+        found = verdicts or {}
+        try:
+            self.db.write_sync(
+                lambda conn: journal_store.record(conn, entries, found, now=now_iso()), fenced=False
+            )
+        except RuntimeError:  # the database is closed: the site is stopping
+            return None
+        if verdicts is None:
+            self.wake.set()
+        return verdicts
+
+    def submit(self, entries: Sequence[journal_store.JournalRow], timeout: float) -> Future[Verdicts | None]:
+        """A request's entries, merged together with every other request's waiting at the same
+        moment, within `timeout` seconds from now (the time spent waiting for an uploader included)."""
+        fut: Future[Verdicts | None] = Future()
+        self._waiting.put(_Waiting(entries, time.monotonic() + timeout, fut))
+        return fut
+
+    def _next_group(self) -> list[_Waiting]:
+        try:
+            first = self._waiting.get(timeout=0.5)
+        except queue.Empty:
+            return []
+        group = [first]
+        size = len(first.entries)
+        while size < MERGE_BATCH:
+            try:
+                more = self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            group.append(more)
+            size += len(more.entries)
+        # A request that gave up (its budget ran out) is not waited for; its entries stay
+        # pending for the background merge.
+        return [w for w in group if w.future.set_running_or_notify_cancel()]
+
+    def run_uploader(self) -> None:
+        """An uploader thread (UPLOADERS of them): never dies."""
+        while not self.stop.is_set():
+            group = self._next_group()
+            if not group:
+                continue
+            entries = list({e.txn_id: e for w in group for e in w.entries}.values())
+            left = min(w.deadline for w in group) - time.monotonic()
+            try:
+                verdicts = self.merge(entries, max(left, MIN_UPLOAD_SECS))
+            except Exception:
+                log.exception("merge failed")
+                verdicts = None
+            for w in group:
+                found = (
+                    None
+                    if verdicts is None
+                    else {e.txn_id: verdicts[e.txn_id] for e in w.entries if e.txn_id in verdicts}
+                )
+                w.future.set_result(found)
+
+    def merge_pending_once(self, timeout: float = BACKGROUND_TIMEOUT_SECS) -> int:
+        """Merge the oldest pending entries (one batch); returns how many were sent, negative when
+        the primary did not answer."""
+        rows = self.db.read_sync(lambda conn: journal_store.pending(conn, MERGE_BATCH))
+        if not rows:
+            return 0
+        if self.merge(rows, timeout) is None:
+            return -len(rows)
+        return len(rows)
+
+    def run(self) -> None:
+        """The background merge thread: never dies."""
+        while not self.stop.is_set():
+            sent = 0
+            try:
+                sent = self.merge_pending_once()
+            except Exception:
+                if self.stop.is_set():
+                    return
+                log.exception("merge failed")
+            if sent >= MERGE_BATCH:
+                continue  # more waiting: at once
+            if sent < 0:  # its own merge failed: one interval before the next try
+                self.stop.wait(MERGE_INTERVAL_SECS)
+                self.wake.clear()
+                continue
+            self.wake.wait(MERGE_INTERVAL_SECS)  # or at once, after a request's merge failed
+            self.wake.clear()
+
+    def settle_in_doubt(self, accounts: set[str] | None) -> int:
+        """Get the primary's answer for every entry in doubt of these accounts (None: all) before
+        their rows from the primary are applied; raises MergeUnsettled when it does not answer
+        for all. Returns how many entries were settled."""
+        rows = self.db.read_sync(lambda conn: journal_store.in_doubt(conn, accounts))
+        for i in range(0, len(rows), SETTLE_BATCH):
+            chunk = rows[i : i + SETTLE_BATCH]
+            verdicts = self.merge(chunk, BACKGROUND_TIMEOUT_SECS)
+            if verdicts is None or any(r.txn_id not in verdicts for r in chunk):
+                raise MergeUnsettled(
+                    f"the primary did not answer for {len(rows)} journal entries in doubt: "
+                    "the feed waits until they are settled"
+                )
+        if rows:  # routine under load (merges in flight), so not worth an INFO line each time
+            log.debug("settled %d journal entries in doubt before applying the feed", len(rows))
+        return len(rows)
