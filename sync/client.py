@@ -37,11 +37,14 @@ class SyncClient:
         *,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """`transport`: what carries the requests (default: the network; tests pass an
+        `httpx.MockTransport` that answers like the primary)."""
         self.site_id = site_id
         self.private_key = private_key
         self.clock = clock
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
     def __enter__(self) -> SyncClient:
         return self
