@@ -166,9 +166,9 @@ siteserver demo is running.
   Print provider token   {world.provider}
 
   Sample users: alice (card 1001, PIN 1234, password alice-pass, ID number E-1001),
-  bob (card 1002, PIN 2345), carol (card 1003, ID number E-3003, unrestricted), sharing the
-  Marketing account. alice has 2 held jobs at the site in Find-Me {BRANCH.findme}
-  (printers {BRANCH.mono}, {BRANCH.color}).
+  bob (card 1002, PIN 2345), carol (card 1003, ID number E-3003, unrestricted); alice and
+  bob share the Marketing account. alice has 2 held jobs at the site in Find-Me queue
+  {BRANCH.findme} (printers {BRANCH.mono}, {BRANCH.color}).
   A card login at the site just worked: {login["username"]}, balance {login["balance_cents"]} cents.
 
   MFDs and the print provider at branch-01 talk to the site; its charges reach the primary

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -98,8 +98,8 @@ class World:
     mono_device: str  # the device token at names.mono
     color_device: str  # the device token at names.color
     provider: str  # the provider token
-    users: tuple[str, ...] = field(default=())  # usernames created
-    shared_accounts: tuple[str, ...] = field(default=())
+    users: tuple[str, ...] = ()  # usernames created
+    shared_accounts: tuple[str, ...] = ()
 
     @property
     def site_id(self) -> str:
@@ -119,7 +119,12 @@ PEOPLE = (
         balance_cents=1000,
     ),
     User(
-        "bob", full_name="Bob Baker", card_numbers=("1002",), pin="2345", balance_cents=150, overdraft_cents=100
+        "bob",
+        full_name="Bob Baker",
+        card_numbers=("1002",),
+        pin="2345",
+        balance_cents=150,
+        overdraft_cents=100,
     ),
     User(
         "carol",
@@ -158,7 +163,9 @@ def ok(r: httpx.Response) -> Any:
     return r.json() if r.content else None
 
 
-def admin_client(base_url: str, admin_token: str, *, timeout: float = 30, connections: int = 8) -> httpx.Client:
+def admin_client(
+    base_url: str, admin_token: str, *, timeout: float = 30, connections: int = 8
+) -> httpx.Client:
     """An httpx client for the primary's admin API."""
     return httpx.Client(
         base_url=base_url,
@@ -210,6 +217,18 @@ def add_users(admin: httpx.Client, users: Sequence[User], *, workers: int = 1) -
     return tuple(u.username for u in users)
 
 
+def add_shared_accounts(admin: httpx.Client, accounts: Sequence[SharedAccount]) -> tuple[str, ...]:
+    """Create these shared accounts (their members must exist); their names."""
+    for account in accounts:
+        body = {
+            "name": account.name,
+            "balance_cents": account.balance_cents,
+            "members": list(account.members),
+        }
+        ok(admin.post("/api/admin/v1/shared-accounts", json=body))
+    return tuple(a.name for a in accounts)
+
+
 def build(
     admin: httpx.Client,
     names: Names | None = None,
@@ -235,7 +254,9 @@ def build(
             },
         )
     )
-    mono = ok(admin.post("/api/admin/v1/devices", json={"device_id": names.mono_device, "printer": names.mono}))
+    mono = ok(
+        admin.post("/api/admin/v1/devices", json={"device_id": names.mono_device, "printer": names.mono})
+    )
     color = ok(
         admin.post("/api/admin/v1/devices", json={"device_id": names.color_device, "printer": names.color})
     )
@@ -245,24 +266,12 @@ def build(
             json={"provider_id": names.provider, "printers": [names.mono, names.color, names.direct]},
         )
     )
-    usernames = add_users(admin, users, workers=workers)
-    for account in shared_accounts:
-        ok(
-            admin.post(
-                "/api/admin/v1/shared-accounts",
-                json={
-                    "name": account.name,
-                    "balance_cents": account.balance_cents,
-                    "members": list(account.members),
-                },
-            )
-        )
     return World(
         names,
         str(site["enrollment_token"]),
         str(mono["token"]),
         str(color["token"]),
         str(provider["token"]),
-        usernames,
-        tuple(a.name for a in shared_accounts),
+        add_users(admin, users, workers=workers),
+        add_shared_accounts(admin, shared_accounts),
     )

@@ -14,7 +14,7 @@ from siteserver.launch import free_port, write_config
 from siteserver.site.identity import Identity
 from sync import signing
 from sync.client import SyncClient
-from tests.conftest import Primary, expect_error, new_site, site_row
+from tests.kit.primary import Primary, expect_error, new_site, site_row
 
 SITE = "branch-01"
 
