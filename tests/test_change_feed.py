@@ -50,7 +50,7 @@ def key_of(table: str, row: dict[str, Any]) -> Key:
 def changes(c: SyncClient, after: int, **params: Any) -> dict[str, Any]:
     r = c.request("GET", CHANGES, params={"after": after, **params})
     assert r.status_code == 200, r.text
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert set(body) == {"cursor", "reset", "changes"}
     return body
 

@@ -20,6 +20,7 @@ between a merge and a feed update). After every step:
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -283,7 +284,7 @@ class JournalMachine(RuleBasedStateMachine):
                 seen_by_mirror = txn_id in self.primary.applied and self.primary.applied[txn_id] <= upto
                 if not seen_by_mirror:
                     exact += r.amount_cents
-            got = self.db.read_sync(lambda d, a=account: jr.effective_balance(d, a))
+            got = self.db.read_sync(functools.partial(jr.effective_balance, account_id=account))
             assert got == exact, (account, got, exact)
 
 

@@ -16,7 +16,7 @@ from tests.kit.site import enrolled_site
 def upload(c: SyncClient, entries: list[dict[str, Any]]) -> dict[str, Any]:
     r = c.request("POST", JOURNAL, json_body={"entries": entries})
     assert r.status_code == 200, r.text
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert set(body) == {"results", "receipt"}
     assert [x["txn_id"] for x in body["results"]] == [e["txn_id"] for e in entries]
     for x in body["results"]:

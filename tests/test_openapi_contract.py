@@ -277,7 +277,7 @@ def test_every_operation_needs_a_credential(contract: Contract) -> None:
 
 def test_authentication_comes_before_the_body(contract: Contract) -> None:
     """A body that is not even JSON still gets 401 without a valid credential, not 422/400."""
-    cases = []
+    cases: list[tuple[str, dict[str, str], set[int], bytes | None]] = []
     for what, content in BAD_BODIES.items():
         cases += [
             (f"no credential, {what}", {}, {401}, content),
