@@ -29,7 +29,7 @@ from siteserver.site.mirror import (
 )
 from siteserver.store import Database
 from sync.client import SyncClient
-from tests.kit.model import model_client
+from tests.kit.model import Handler, model_client, model_endpoint
 from tests.kit.primary import Primary, expect_error, open_database, site_row
 from tests.kit.site import SITE, Branch, configure_site, eventually, query_site_db
 
@@ -224,11 +224,7 @@ class FakePrimary:
 def test_follower_backs_off_resets_and_never_dies(site_db: Database) -> None:
     fake = FakePrimary()
     fake.fail = 2
-    endpoints = Endpoints([])
-    from siteserver.site.mirror import Endpoint
-
-    client = model_client(fake)
-    endpoints.items.append(Endpoint("http://primary.test", client, client))
+    endpoints = Endpoints([model_endpoint(fake)])
     stop = threading.Event()
     sleeps: list[float] = []
 
@@ -377,8 +373,6 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
 
 
 def test_endpoints_rotate_past_down_and_passive_members(site_db: Database) -> None:
-    from siteserver.site.mirror import Endpoint
-
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
@@ -386,9 +380,9 @@ def test_endpoints_rotate_past_down_and_passive_members(site_db: Database) -> No
         return httpx.Response(503, json={"error": "not_active", "detail": "passive"})
 
     fake = FakePrimary()
-    clients = [model_client(h) for h in (down, passive, fake)]
     urls = ["http://a.test", "http://b.test", "http://c.test"]
-    endpoints = Endpoints([Endpoint(u, c, c) for u, c in zip(urls, clients, strict=True)])
+    handlers: list[Handler] = [down, passive, fake]
+    endpoints = Endpoints([model_endpoint(h, url=u) for u, h in zip(urls, handlers, strict=True)])
     stop = threading.Event()
     mirror = Mirror(site_db, endpoints, wait_secs=0.01, stop=stop, sleep=lambda s: None)
     with pytest.raises(httpx.ConnectError):
