@@ -31,15 +31,11 @@ if sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))
 CHILD_ENV = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
-from siteserver.launch import RoleProcess, free_port, health_url, primary_config, write_config  # noqa: E402
+from siteserver import sample  # noqa: E402
+from siteserver.launch import RoleProcess, free_port, health_url, primary_config, site_config  # noqa: E402
+from siteserver.sample import ok as ok  # noqa: E402  # re-exported: the scripts check admin API answers with it
 
 SITE_ID = "bench-site"
-
-
-def ok(r: httpx.Response) -> Any:
-    if r.status_code >= 400:
-        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
-    return r.json() if r.content else None
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -131,35 +127,37 @@ def make_site(
     primary: PrimaryHandle,
     root: Path,
     *,
+    world: sample.World | None = None,
     sync: dict[str, Any] | None = None,
     wan: dict[str, Any] | None = None,
     primary_urls: list[str] | None = None,
 ) -> SiteHandle:
-    """Create the site through the primary's admin API, write its config and enroll it with the CLI
-    (`siteserver site enroll`). The site process is not started: `site.process.start()`.
-    `primary_urls` (default: the primary's own URL) is the site's `primary` list, e.g. a fault
-    proxy in front of it; `wan` becomes the `[wan]` section."""
-    with primary.admin() as c:
-        token = ok(c.post("/api/admin/v1/sites", json={"site_id": SITE_ID, "name": "Bench site"}))[
-            "enrollment_token"
-        ]
+    """The site of the sample `world` (seeded already), or else a bare site SITE_ID created here
+    through the primary's admin API; its config written and enrolled with the CLI (`siteserver
+    site enroll`). The site process is not started: `site.process.start()`. `primary_urls`
+    (default: the primary's own URL) is the site's `primary` list, e.g. a fault proxy in front of
+    it; `wan` becomes the `[wan]` section."""
+    if world is None:
+        with primary.admin() as c:
+            site = sample.ok(c.post("/api/admin/v1/sites", json={"site_id": SITE_ID, "name": "Bench site"}))
+        token, site_id = str(site["enrollment_token"]), SITE_ID
+    else:
+        token, site_id = world.enrollment_token, world.site_id
     port = free_port()
     admin_token = secrets.token_urlsafe(24)
-    values: dict[str, Any] = {
-        "role": "site",
-        "site_id": SITE_ID,
-        "data_dir": str(root / "site"),
-        "listen": f"127.0.0.1:{port}",
-        "primary": primary_urls or [primary.url],
-        "admin_token": admin_token,
-        "access_log": False,
-        "log_level": "warning",
-    }
+    extra: dict[str, Any] = {"access_log": False, "log_level": "warning"}
     if sync:
-        values["sync"] = sync
+        extra["sync"] = sync
     if wan:
-        values["wan"] = wan
-    cfg = write_config(root / "site.toml", values)
+        extra["wan"] = wan
+    cfg = site_config(
+        root,
+        site_id=site_id,
+        port=port,
+        primary_urls=primary_urls or [primary.url],
+        admin_token=admin_token,
+        extra=extra,
+    )
     done = subprocess.run(
         [sys.executable, "-m", "siteserver", "site", "enroll", "--config", str(cfg), "--token", token],
         capture_output=True,

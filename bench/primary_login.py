@@ -1,14 +1,15 @@
 """Card-login throughput and latency of a real primary, next to a bare FastAPI app on the same stack.
 
 It starts a primary the way an admin does (`siteserver primary run --config …`, through
-siteserver.launch and bench/_common.py), seeds it through the admin API (a printer, a device and
---users users with cards C000001…), starts bench/bare_app.py on the primary's own serving stack
-(siteserver.serving.serve: one uvicorn process, httptools/uvloop as uvicorn picks them, the same GC
-tuning, access log off), then drives each with wrk (-t2 -c32 --latency, bench/login.lua:
-POST /api/device/v1/login {"card_number": <random seeded card>} with the device's bearer token)
-after a short warm-up, and finally measures unloaded
-latency with --sequential one-at-a-time requests on a keep-alive httpx client. Every non-2xx
-answer or socket error is reported as a failure. All processes it starts are stopped at the end.
+siteserver.launch and bench/_common.py), seeds it through the admin API (siteserver.sample's
+world: printers, devices, a provider, and --users users with cards C000001…), starts
+bench/bare_app.py on the primary's own serving stack (siteserver.serving.serve: one uvicorn
+process, httptools/uvloop as uvicorn picks them, the same GC tuning, access log off), then drives
+each with wrk (-t2 -c32 --latency, bench/login.lua: POST /api/device/v1/login {"card_number":
+<random seeded card>} with the device's bearer token) after a short warm-up, and finally measures
+unloaded latency with --sequential one-at-a-time requests on a keep-alive httpx client. Every
+non-2xx answer or socket error is reported as a failure. All processes it starts are stopped at
+the end.
 site_login.py runs the same measurement (and prints the same tables) with this module's pieces, and
 wan_outage.py uses its wrk runner and bare app.
 
@@ -26,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from _common import (  # type: ignore[import-not-found]  # first: puts this chec
     wrk_missing,
 )
 
+from siteserver import sample
 from siteserver.launch import free_port
 
 BENCH = Path(__file__).resolve().parent
@@ -113,52 +114,27 @@ def tail(path: Path, n: int = 3000) -> str:
 # -- seeding ------------------------------------------------------------------------------------
 
 
-def card(i: int) -> str:
-    return f"C{i:06d}"
+#: The sample world as the login benchmarks name it (site_login.py puts it at its own site).
+BENCH_NAMES = sample.Names(
+    site_id="head-office",
+    site="Head office",
+    mono="bench-mono",
+    color="bench-color",
+    direct="bench-direct",
+    findme="bench-findme",
+    mono_device="bench-mfd",
+    color_device="bench-mfd-2",
+    provider="bench-ps",
+)
 
 
-def seed(base: str, admin_token: str, users: int, *, site_id: str = "head-office") -> str:
-    """A printer (at `site_id`), a device at it, and `users` users with one card each; returns the
-    device token. site_login.py seeds a site's printer through this too."""
-    with httpx.Client(
-        base_url=base,
-        headers={"Authorization": f"Bearer {admin_token}"},
-        timeout=30,
-        limits=httpx.Limits(max_connections=8),
-    ) as c:
-        ok(
-            c.post(
-                "/api/admin/v1/printers",
-                json={
-                    "name": "bench-mono",
-                    "site_id": site_id,
-                    "color": False,
-                    "duplex": True,
-                    "hold": True,
-                    "cost": {"mono_page_cents": 5, "color_page_cents": 5},
-                },
-            )
-        )
-        token = ok(c.post("/api/admin/v1/devices", json={"device_id": "bench-mfd", "printer": "bench-mono"}))
-        # Several at a time: the primary's writer commits concurrent creates together.
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(
-                pool.map(
-                    lambda i: ok(
-                        c.post(
-                            "/api/admin/v1/users",
-                            json={
-                                "username": f"bench{i:06d}",
-                                "full_name": f"Bench User {i}",
-                                "card_numbers": [card(i)],
-                                "balance_cents": 1000,
-                            },
-                        )
-                    ),
-                    range(1, users + 1),
-                )
-            )
-    return str(token["token"])
+def seed(base: str, admin_token: str, users: int, names: sample.Names = BENCH_NAMES) -> sample.World:
+    """The sample world (siteserver.sample) with `users` users bench000001… with one card each
+    (C000001…), created 8 at a time (the primary's writer commits concurrent creates together).
+    The logins use the device at its mono printer (`world.mono_device`). site_login.py seeds its
+    site through this too."""
+    with sample.admin_client(base, admin_token) as c:
+        return sample.build(c, names, users=sample.numbered_users(users, prefix="bench"), workers=8)
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -228,7 +204,7 @@ def sequential(url: str, token: str, users: int, n: int, warmup: int = 50) -> Se
     failures = 0
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
         for i in range(warmup + n):
-            body = {"card_number": card(rnd.randint(1, users))}
+            body = {"card_number": sample.card_number(rnd.randint(1, users))}
             t = time.perf_counter()
             r = c.post(LOGIN_PATH, json=body)
             dt = time.perf_counter() - t
@@ -267,11 +243,11 @@ def login_args(argv: list[str] | None, description: str, keep_help: str) -> argp
 
 
 def check_login(url: str, token: str, what: str) -> None:
-    """One card login with card(1) at `url`; raises unless it logs bench000001 in."""
+    """One card login with card C000001 at `url`; raises unless it logs bench000001 in."""
     check = ok(
         httpx.post(
             url + LOGIN_PATH,
-            json={"card_number": card(1)},
+            json={"card_number": sample.card_number(1)},
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
         )
@@ -365,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         bare.wait_listening()
 
         t = time.perf_counter()
-        token = seed(primary.url, primary.admin_token, args.users)
+        token = seed(primary.url, primary.admin_token, args.users).mono_device
         print(
-            f"  seeded {args.users:,} users with cards, a printer and a device "
+            f"  seeded the sample world with {args.users:,} users with cards "
             f"in {time.perf_counter() - t:.1f} s",
             flush=True,
         )

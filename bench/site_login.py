@@ -1,8 +1,8 @@
 """Card-login throughput and latency at a SITE server, next to a bare FastAPI app on the same stack.
 
 Like primary_login.py, but the login is answered by `siteserver site run` from its mirror. It starts
-a primary, seeds it through the admin API (a printer at the site, a device there and --users users
-with cards C000001…), creates and enrolls a site (`siteserver site enroll`), starts it and waits
+a primary, seeds it through the admin API (siteserver.sample's world at the site, and --users
+users with cards C000001…), enrolls its site (`siteserver site enroll`), starts it and waits
 until its mirror holds every card and the device. It also starts bench/bare_app.py (served exactly
 as in primary_login.py). Each server gets --warmup seconds of load and then
 `wrk -t2 -c32 -d<duration>s --latency -s bench/login.lua` (POST /api/device/v1/login with the
@@ -16,6 +16,7 @@ stopped at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import tempfile
 import time
@@ -45,6 +46,7 @@ from primary_login import (  # type: ignore[import-not-found]
     print_login_tables,
 )
 
+from siteserver import sample
 from siteserver.launch import free_port
 
 TARGET_RATIO_RPS = 0.5  # at least half the bare app's throughput
@@ -52,12 +54,14 @@ TARGET_RATIO_P99 = 2.0  # p99 at most twice the bare app's
 TARGET_UNLOADED_P99_MS = 5.0
 
 
-def seed(primary: PrimaryHandle, users: int) -> str:
-    """A printer at the site, a device at it and `users` users with one card each; the device token."""
-    return str(primary_login.seed(primary.url, primary.admin_token, users, site_id=SITE_ID))
+def seed(primary: PrimaryHandle, users: int) -> sample.World:
+    """The sample world at site SITE_ID with `users` users with one card each (primary_login.py's)."""
+    names = dataclasses.replace(primary_login.BENCH_NAMES, site_id=SITE_ID, site="Bench site")
+    world: sample.World = primary_login.seed(primary.url, primary.admin_token, users, names)
+    return world
 
 
-def wait_mirrored(site: SiteHandle, users: int, timeout: float = 120) -> None:
+def wait_mirrored(site: SiteHandle, users: int, device: str, timeout: float = 120) -> None:
     """Until the site's mirror holds all the cards and the device (bootstrap plus feed pages)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,7 +70,7 @@ def wait_mirrored(site: SiteHandle, users: int, timeout: float = 120) -> None:
             try:
                 cards = conn.execute("SELECT count(*) FROM user_cards").fetchone()[0]
                 devices = conn.execute(
-                    "SELECT count(*) FROM devices WHERE device_id = 'bench-mfd'"
+                    "SELECT count(*) FROM devices WHERE device_id = ?", (device,)
                 ).fetchone()[0]
             finally:
                 conn.close()
@@ -93,18 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         primary = start_primary(root)
         t = time.perf_counter()
-        token = seed(primary, args.users)
+        world = seed(primary, args.users)
+        token = world.mono_device
         print(
-            f"  seeded {args.users:,} users with cards, a printer and a device "
+            f"  seeded the sample world with {args.users:,} users with cards "
             f"in {time.perf_counter() - t:.1f} s"
         )
-        site = make_site(primary, root)
+        site = make_site(primary, root, world=world)
         site.process.start()
         bare.port = free_port()
         bare.start()
         site.process.wait_listening(timeout=60)
         wait_bootstrapped(site, 120)
-        wait_mirrored(site, args.users)
+        wait_mirrored(site, args.users, world.names.mono_device)
         bare.wait_listening()
         check_login(site.url, token, "card login at the site")
 

@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     sqlite_rate: tuple[float, int] | None = None
     try:
         primary = start_primary(root)
-        token = seed(primary, USERS)
-        # A balance no run can use up (copies are 5 cents): nothing is refused for money.
+        world = seed(primary, USERS)
+        token = world.mono_device
+        # A balance no run can use up (copies are 10 cents): nothing is refused for money.
         with primary.admin() as c:
             ok(
                 c.post(
@@ -179,14 +180,14 @@ def main(argv: list[str] | None = None) -> int:
             "offline_after_failures": OFFLINE_AFTER,
             "request_budget_ms": BUDGET_MS,
         }
-        site = make_site(primary, root, wan=wan, primary_urls=[proxy.url])
+        site = make_site(primary, root, world=world, wan=wan, primary_urls=[proxy.url])
         site.process.start()
         if "charge" in parts:
             bare.port = free_port()
             bare.start()
         site.process.wait_listening(timeout=60)
         wait_bootstrapped(site, 120)
-        wait_mirrored(site, USERS + 1)
+        wait_mirrored(site, USERS + 1, world.names.mono_device)
         assert site.process.proc is not None
         site_pid = site.process.proc.pid
 

@@ -13,120 +13,28 @@ from typing import Any
 
 import httpx
 
+from siteserver import sample
 from siteserver.launch import RoleProcess, enroll_site, free_port, health_url, primary_config, site_config
 
-USERS = [
-    {
-        "username": "alice",
-        "full_name": "Alice Archer",
-        "card_numbers": ["1001"],
-        "pin": "1234",
-        "password": "alice-pass",
-        "balance_cents": 1000,
-    },
-    {
-        "username": "bob",
-        "full_name": "Bob Baker",
-        "card_numbers": ["1002"],
-        "pin": "2345",
-        "balance_cents": 150,
-        "overdraft_cents": 100,
-    },
-    {
-        "username": "carol",
-        "full_name": "Carol Chen",
-        "card_numbers": ["1003"],
-        "id_number": "E-3003",
-        "balance_cents": 0,
-        "restricted": False,
-    },
-]
-PRINTERS = [
-    {
-        "name": "hq-color",
-        "site_id": "head-office",
-        "color": True,
-        "duplex": True,
-        "hold": False,
-        "cost": {"mono_page_cents": 5, "color_page_cents": 25, "duplex_discount_pct": 10},
-    },
-    {
-        "name": "branch1-mono",
-        "site_id": "branch-01",
-        "color": False,
-        "duplex": True,
-        "hold": True,
-        "cost": {
-            "mono_page_cents": 4,
-            "color_page_cents": 4,
-            "duplex_discount_pct": 20,
-            "scan_page_cents": 1,
-            "fax_page_cents": 10,
-        },
-    },
-    {
-        "name": "branch1-color",
-        "site_id": "branch-01",
-        "color": True,
-        "duplex": True,
-        "hold": True,
-        "cost": {
-            "mono_page_cents": 6,
-            "color_page_cents": 30,
-            "duplex_discount_pct": 10,
-            "scan_page_cents": 1,
-            "fax_page_cents": 10,
-        },
-    },
-]
+#: The demo's branch: printers branch1-mono, branch1-color and branch1-direct at site branch-01, a
+#: Find-Me queue over the first two, a device at each of them and the branch's print server.
+BRANCH = sample.Names(
+    site_id="branch-01",
+    site="Branch office 1",
+    mono="branch1-mono",
+    color="branch1-color",
+    direct="branch1-direct",
+    findme="branch1-findme",
+    mono_device="mfd-branch1-mono",
+    color_device="mfd-branch1-color",
+    provider="branch1-print-server",
+)
 
 
-def _ok(r: httpx.Response) -> Any:
-    if r.status_code >= 400:
-        raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
-    return r.json() if r.content else None
-
-
-def seed(base: str, admin_token: str) -> dict[str, Any]:
-    """Create the sample world; returns the tokens and names to print."""
-    out: dict[str, Any] = {"devices": {}}
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as c:
-        for u in USERS:
-            _ok(c.post("/api/admin/v1/users", json=u))
-        _ok(
-            c.post(
-                "/api/admin/v1/shared-accounts",
-                json={"name": "Marketing", "balance_cents": 5000, "members": ["alice", "bob"]},
-            )
-        )
-        for p in PRINTERS:
-            _ok(c.post("/api/admin/v1/printers", json=p))
-        site = _ok(
-            c.post(
-                "/api/admin/v1/sites",
-                json={
-                    "site_id": "branch-01",
-                    "name": "Branch office 1",
-                    "findme_queues": [
-                        {"name": "branch1-findme", "printers": ["branch1-mono", "branch1-color"]}
-                    ],
-                },
-            )
-        )
-        out["enrollment_token"] = site["enrollment_token"]
-        for p in PRINTERS:
-            dev = _ok(
-                c.post("/api/admin/v1/devices", json={"device_id": f"mfd-{p['name']}", "printer": p["name"]})
-            )
-            out["devices"][p["name"]] = dev["token"]
-        prov = _ok(
-            c.post(
-                "/api/admin/v1/providers",
-                json={"provider_id": "branch1-print-server", "printers": ["branch1-mono", "branch1-color"]},
-            )
-        )
-        out["provider_token"] = prov["token"]
-    return out
+def seed(base: str, admin_token: str) -> sample.World:
+    """The sample world with the demo's names, people and shared account."""
+    with sample.admin_client(base, admin_token) as c:
+        return sample.build(c, BRANCH, users=sample.PEOPLE, shared_accounts=[sample.MARKETING])
 
 
 def hold_jobs(base: str, provider_token: str) -> None:
@@ -137,14 +45,14 @@ def hold_jobs(base: str, provider_token: str) -> None:
             job = {
                 "job_id": str(uuid.uuid4()),
                 "username": "alice",
-                "queue": "branch1-findme",
+                "queue": BRANCH.findme,
                 "document_name": doc,
                 "pages": pages,
                 "copies": 1,
                 "color": color,
                 "duplex": False,
             }
-            _ok(c.post("/api/provider/v1/jobs", json=job))
+            sample.ok(c.post("/api/provider/v1/jobs", json=job))
 
 
 def check_login(base: str, device_token: str) -> dict[str, Any]:
@@ -154,7 +62,7 @@ def check_login(base: str, device_token: str) -> dict[str, Any]:
         headers={"Authorization": f"Bearer {device_token}"},
         timeout=10,
     )
-    return dict(_ok(r))
+    return dict(sample.ok(r))
 
 
 def wait_mirrored(site_url: str, admin_token: str, timeout: float = 60) -> dict[str, Any]:
@@ -164,7 +72,7 @@ def wait_mirrored(site_url: str, admin_token: str, timeout: float = 60) -> dict[
         r = httpx.get(
             f"{site_url}/api/admin/v1/status", headers={"Authorization": f"Bearer {admin_token}"}, timeout=5
         )
-        status = dict(_ok(r))
+        status = dict(sample.ok(r))
         if status["sync"]["cursor"]:
             return status
         if time.monotonic() > deadline:
@@ -199,19 +107,19 @@ def run_demo(*, directory: str | None, port: int, check: bool) -> int:
         site_token = secrets.token_urlsafe(24)
         scfg = site_config(
             root,
-            site_id="branch-01",
+            site_id=BRANCH.site_id,
             port=site_port,
             primary_urls=[primary.url],
             admin_token=site_token,
             extra={"sync": {"changes_wait_secs": 5}},
         )
-        enroll_site(scfg, world["enrollment_token"])
+        enroll_site(scfg, world.enrollment_token)
         site = RoleProcess("site", scfg, site_port, root / "site.log").start()
         site.wait_listening()
         status = wait_mirrored(site.url, site_token)
         # The branch's print server and MFDs talk to the site, as they would in production.
-        hold_jobs(site.url, world["provider_token"])
-        login = check_login(site.url, world["devices"]["branch1-mono"])
+        hold_jobs(site.url, world.provider)
+        login = check_login(site.url, world.mono_device)
         _print_guide(root, primary.url, admin_token, health_key, world, login, site.url, site_token, status)
         if check:
             return 0
@@ -233,13 +141,13 @@ def _print_guide(
     url: str,
     admin: str,
     health: str,
-    world: dict[str, Any],
+    world: sample.World,
     login: dict[str, Any],
     site_url: str,
     site_admin: str,
     status: dict[str, Any],
 ) -> None:
-    dev = world["devices"]["branch1-mono"]
+    dev = world.mono_device
     print(
         f"""
 siteserver demo is running.
@@ -254,12 +162,13 @@ siteserver demo is running.
 
   Primary admin token    {admin}
   Site admin token       {site_admin}
-  MFD device token       {dev}   (device mfd-branch1-mono at printer branch1-mono)
-  Print provider token   {world["provider_token"]}
+  MFD device token       {dev}   (device {BRANCH.mono_device} at printer {BRANCH.mono})
+  Print provider token   {world.provider}
 
-  Sample users: alice (card 1001, PIN 1234, password alice-pass), bob (card 1002, PIN 2345),
-  carol (card 1003, ID number E-3003, unrestricted). alice has 2 held jobs at the site in Find-Me
-  queue branch1-findme (printers branch1-mono, branch1-color).
+  Sample users: alice (card 1001, PIN 1234, password alice-pass, ID number E-1001),
+  bob (card 1002, PIN 2345), carol (card 1003, ID number E-3003, unrestricted); alice and
+  bob share the Marketing account. alice has 2 held jobs at the site in Find-Me queue
+  {BRANCH.findme} (printers {BRANCH.mono}, {BRANCH.color}).
   A card login at the site just worked: {login["username"]}, balance {login["balance_cents"]} cents.
 
   MFDs and the print provider at branch-01 talk to the site; its charges reach the primary

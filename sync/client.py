@@ -58,6 +58,8 @@ class SyncClient:
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """`transport`: what carries the requests (default: the network; tests pass an
+        `httpx.MockTransport` that answers like the primary)."""
         self.site_id = site_id
         self.private_key = private_key
         self.clock = clock

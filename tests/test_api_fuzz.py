@@ -20,8 +20,7 @@ import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
 
-from tests.conftest import Primary, start_primary
-from tests.fuzzkit import (
+from tests.kit.fuzz import (
     CARD,
     Jobs,
     assert_json_4xx,
@@ -33,6 +32,7 @@ from tests.fuzzkit import (
     steered,
     token_for,
 )
+from tests.kit.primary import Primary, start_primary
 
 HEALTH = "/api/health/application-server/status"
 PRINTER = "fuzz-printer-1"

@@ -6,39 +6,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from siteserver import sample
 from siteserver.domain import SecretHasher
 from siteserver.store import Database, feed
 from sync.client import SyncClient
 from migrations.mirrored import MIRRORED_TABLES
-from tests.conftest import Primary, enroll_new_site, expect_error, new_id, open_database
+from tests.kit.primary import Primary, expect_error, new_id, open_database
+from tests.kit.site import enrolled_site
 
 SNAPSHOT = "/api/sync/v1/snapshot"
 CHANGES = "/api/sync/v1/changes"
 
 Key = tuple[str, tuple[Any, ...]]
-
-
-@dataclass
-class Site:
-    primary: Primary
-    site_id: str
-    key: Ed25519PrivateKey
-    pepper: bytes
-
-    def client(self) -> SyncClient:
-        return SyncClient(self.primary.url, self.site_id, self.key, timeout=30)
-
-
-def enrolled_site(primary: Primary, site_id: str = "branch-01") -> Site:
-    key, answer = enroll_new_site(primary, site_id)
-    return Site(primary, site_id, key, bytes.fromhex(answer["pepper"]))
 
 
 def snapshot(c: SyncClient) -> tuple[int, dict[Key, dict[str, Any]], list[dict[str, Any]]]:
@@ -66,7 +50,7 @@ def key_of(table: str, row: dict[str, Any]) -> Key:
 def changes(c: SyncClient, after: int, **params: Any) -> dict[str, Any]:
     r = c.request("GET", CHANGES, params={"after": after, **params})
     assert r.status_code == 200, r.text
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert set(body) == {"cursor", "reset", "changes"}
     return body
 
@@ -87,35 +71,33 @@ def columns(primary: Primary, table: str) -> list[str]:
         return db.read_sync(lambda d: [c.name for c in d[table].columns])
 
 
-def _world(primary: Primary) -> None:
+#: alice has every kind of credential; the snapshot must carry none of them in clear.
+ALICE = sample.User(
+    "alice",
+    full_name="Alice",
+    password="correct horse",
+    pin="4321",
+    card_numbers=("CARD-0001",),
+    id_number="ID-77",
+    balance_cents=500,
+)
+
+
+def _world(primary: Primary) -> sample.World:
+    """The sample world at site branch-01 with alice and bob (100 c), and the offline policies'
+    hold timeout set to 77 minutes."""
     with primary.admin() as c:
-        for body in [
-            {"name": "mono-1", "site_id": "branch-01", "color": False, "duplex": True, "hold": True,
-             "cost": {"mono_page_cents": 10, "color_page_cents": 50}},
-        ]:  # fmt: skip
-            c.post("/api/admin/v1/printers", json=body).raise_for_status()
-        c.post("/api/admin/v1/devices", json={"device_id": "mfd-1", "printer": "mono-1"}).raise_for_status()
-        c.post(
-            "/api/admin/v1/users",
-            json={
-                "username": "alice",
-                "full_name": "Alice",
-                "password": "correct horse",
-                "pin": "4321",
-                "card_numbers": ["CARD-0001"],
-                "id_number": "ID-77",
-                "balance_cents": 500,
-            },
-        ).raise_for_status()
-        c.post("/api/admin/v1/users", json={"username": "bob", "balance_cents": 100}).raise_for_status()
+        world = sample.build(
+            c, sample.Names(site_id="branch-01"), users=[ALICE, sample.User("bob", balance_cents=100)]
+        )
         policies = c.get("/api/admin/v1/offline-policies").json()
         policies["hold_timeout_minutes"] = 77
         c.put("/api/admin/v1/offline-policies", json=policies).raise_for_status()
+    return world
 
 
 def test_snapshot_has_every_mirrored_row_and_no_secret(primary: Primary) -> None:
-    site = enrolled_site(primary)
-    _world(primary)
+    site = enrolled_site(primary, token=_world(primary).enrollment_token)
     with site.client() as c:
         cursor, rows, lines = snapshot(c)
     assert cursor > 0
@@ -151,8 +133,7 @@ def test_unsigned_calls_are_refused(primary: Primary) -> None:
 
 
 def test_changes_after_a_snapshot(primary: Primary) -> None:
-    site = enrolled_site(primary)
-    _world(primary)
+    site = enrolled_site(primary, token=_world(primary).enrollment_token)
     with site.client() as c, primary.admin() as admin:
         cursor, state, _ = snapshot(c)
         empty = changes(c, cursor)

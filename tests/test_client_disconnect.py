@@ -11,9 +11,9 @@ import time
 import httpx
 
 from sync import signing
-from tests.conftest import Primary
-from tests.test_change_feed import enrolled_site
-from tests.test_journal_upload import JOURNAL, balances, entry, setup
+from tests.kit.journal import JOURNAL, add_payers, balances, entry
+from tests.kit.primary import Primary
+from tests.kit.site import enrolled_site
 
 DISCONNECTED = "client disconnected during POST "
 
@@ -53,7 +53,7 @@ def assert_disconnect_logged(primary: Primary, path: str) -> None:
 def test_journal_upload_cut_mid_body_is_a_disconnect(primary: Primary) -> None:
     """The signed sync route reads the raw body itself (for the signature), before any check."""
     site = enrolled_site(primary)
-    setup(primary)
+    add_payers(primary)
     body = json.dumps({"entries": [entry("user:alice", -150)]}).encode()
     send_half(
         primary, JOURNAL, body, signing.sign(site.key, "POST", JOURNAL, "", body, site.site_id, time.time())

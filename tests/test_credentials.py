@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from siteserver.domain import Lockout, SecretHasher, new_token, same_secret, token_digest
 from siteserver.domain.credentials import ARGON2_ITERATIONS, ARGON2_MEMORY_KIB
-from tests.conftest import FakeClock
+from tests.kit.primary import FakeClock
 
 PEPPER = b"pepper-one-0123456789abcdef-0123"
 OTHER_PEPPER = b"pepper-two-0123456789abcdef-0123"

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Primary, World, expect_error, new_id
+from siteserver import sample
+from tests.kit.primary import Primary, expect_error, new_id
 
 LOGIN_KEYS = {"session_id", "username", "full_name", "balance_cents", "restricted", "shared_accounts", "mode"}
 JOB_KEYS = {
@@ -107,7 +108,7 @@ def release(
     return list(results)
 
 
-def test_login_methods_sessions_and_credentials(primary: Primary, world: World) -> None:
+def test_login_methods_sessions_and_credentials(primary: Primary, world: sample.World) -> None:
     with primary.admin() as admin:
         add_user(
             admin,
@@ -123,7 +124,7 @@ def test_login_methods_sessions_and_credentials(primary: Primary, world: World) 
         r = admin.post("/api/admin/v1/shared-accounts", json={"name": "Dept", "members": ["carol"]})
         assert r.status_code == 201
 
-        with primary.client(world.device_token) as mfd1, primary.client(world.color_device_token) as mfd2:
+        with primary.client(world.mono_device) as mfd1, primary.client(world.color_device) as mfd2:
             for creds in (
                 {"card_number": "CARD-CAROL"},
                 {"username": "carol", "password": "pw-of-carol"},
@@ -207,7 +208,7 @@ def test_login_methods_sessions_and_credentials(primary: Primary, world: World) 
             login(mfd1, card_number="CARD-CAROL")
 
     # Credentials: a provider token is the wrong kind (403); unknown or admin tokens are unknown (401).
-    with primary.client(world.provider_token) as prov:
+    with primary.client(world.provider) as prov:
         expect_error(prov.post("/api/device/v1/login", json={"card_number": "CARD-CAROL"}), 403, "forbidden")
         expect_error(prov.get("/api/device/v1/sessions/x/jobs"), 403, "forbidden")
     for token in ("dev_not-a-real-token", primary.admin_token):
@@ -218,11 +219,11 @@ def test_login_methods_sessions_and_credentials(primary: Primary, world: World) 
     expect_error(httpx.post(primary.url + "/api/device/v1/login", json={"card_number": "CARD-CAROL"}), 401)
 
 
-def test_five_failures_lock_the_user_out(primary: Primary, world: World) -> None:
+def test_five_failures_lock_the_user_out(primary: Primary, world: sample.World) -> None:
     with primary.admin() as admin:
         add_user(admin, "dave", password="pw-of-dave")
         add_user(admin, "erin", card_numbers=["CARD-ERIN"], id_number="ID-ERIN", pin="2468")
-    with primary.client(world.device_token) as mfd1, primary.client(world.color_device_token) as mfd2:
+    with primary.client(world.mono_device) as mfd1, primary.client(world.color_device) as mfd2:
         for _ in range(5):
             expect_error(
                 mfd1.post("/api/device/v1/login", json={"username": "dave", "password": "guess"}), 401
@@ -247,12 +248,12 @@ def test_five_failures_lock_the_user_out(primary: Primary, world: World) -> None
         assert login(mfd2, card_number="CARD-ERIN")["username"] == "erin"
 
 
-def test_held_jobs_and_release(primary: Primary, world: World) -> None:
+def test_held_jobs_and_release(primary: Primary, world: sample.World) -> None:
     with (
         primary.admin() as admin,
-        primary.client(world.provider_token) as prov,
-        primary.client(world.device_token) as mfd1,
-        primary.client(world.color_device_token) as mfd2,
+        primary.client(world.provider) as prov,
+        primary.client(world.mono_device) as mfd1,
+        primary.client(world.color_device) as mfd2,
     ):
         add_user(admin, "frank", card_numbers=["CARD-FRANK"], balance_cents=1000)
         add_user(admin, "gina", card_numbers=["CARD-GINA"], balance_cents=1000)
@@ -329,11 +330,11 @@ def test_held_jobs_and_release(primary: Primary, world: World) -> None:
         )
 
 
-def test_release_limits_and_accounts(primary: Primary, world: World) -> None:
+def test_release_limits_and_accounts(primary: Primary, world: sample.World) -> None:
     with (
         primary.admin() as admin,
-        primary.client(world.provider_token) as prov,
-        primary.client(world.device_token) as mfd1,
+        primary.client(world.provider) as prov,
+        primary.client(world.mono_device) as mfd1,
     ):
         add_user(admin, "poor", card_numbers=["C-POOR"], balance_cents=10)
         add_user(admin, "od", card_numbers=["C-OD"], balance_cents=10, overdraft_cents=50)
@@ -392,11 +393,11 @@ def test_release_limits_and_accounts(primary: Primary, world: World) -> None:
         assert len(transactions(admin)) == rows_before + 3
 
 
-def test_usage_is_a_fact_and_idempotent(primary: Primary, world: World) -> None:
+def test_usage_is_a_fact_and_idempotent(primary: Primary, world: sample.World) -> None:
     with (
         primary.admin() as admin,
-        primary.client(world.device_token) as mfd1,
-        primary.client(world.color_device_token) as mfd2,
+        primary.client(world.mono_device) as mfd1,
+        primary.client(world.color_device) as mfd2,
     ):
         add_user(admin, "copier", card_numbers=["C-COPY"])  # restricted, balance 0
         r = admin.post(

@@ -20,7 +20,7 @@ import pytest
 
 from siteserver.faultproxy import FaultProxy, FaultProxyError, FaultProxyProcess, check_loopback
 from siteserver.launch import free_port
-from tests.conftest import Primary, expect_error, start_primary
+from tests.kit.primary import Primary, expect_error, start_primary
 
 STREAM_PART = b"x" * 1000
 

@@ -18,7 +18,7 @@ from siteserver.config import HighAvailabilityGuard
 from siteserver.domain import NotActive
 from siteserver.primary.guard import DuplicateServer, Guard, Role
 from siteserver.store import Database
-from tests.conftest import FakeClock, open_database
+from tests.kit.primary import FakeClock, open_database
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails its own test, not the whole run
 

@@ -8,9 +8,6 @@ that a slow machine does not fail them, only a guard that waits for the wrong th
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import shutil
 import signal
 import time
@@ -21,81 +18,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from siteserver.launch import RoleProcess, free_port, health_url, primary_config
-from tests.conftest import Primary, new_id, start_primary
+from siteserver.launch import health_url
+from tests.kit.primary import PAIR_INTERVAL, Pair, Primary, new_id
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails its own test, not the whole run
 
-INTERVAL = 3.0  # fail-over-interval-secs of these pairs
+INTERVAL = PAIR_INTERVAL  # fail-over-interval-secs of these pairs
 HEARTBEAT = INTERVAL / 6  # what the guard derives from it
 SLACK = 2.5  # for a loaded CI machine: process scheduling, activation, the polling itself
 
 PASSIVE_BODY = {"status": "PASSIVE", "role": "passive"}
-
-
-class Pair:
-    """Members started on one database with the same credentials; every process is ended at the
-    end of the test, frozen ones included."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.database = tmp / "pair.db"
-        self.admin_token = secrets.token_urlsafe(24)
-        self.health_key = secrets.token_urlsafe(24)
-        self.processes: list[RoleProcess] = []
-
-    def start(self, name: str, *, wait_active: bool = False, interval: float = INTERVAL) -> Primary:
-        p = start_primary(
-            self.tmp,
-            name=name,
-            database=self.database,
-            guard=True,
-            fail_over_interval_secs=interval,
-            admin_token=self.admin_token,
-            health_key=self.health_key,
-            wait_active=wait_active,
-        )
-        self.processes.append(p.process)
-        return p
-
-    def start_raw(self, name: str, *, interval: float = INTERVAL) -> RoleProcess:
-        """A member started without waiting for it to listen (it may never do so)."""
-        port = free_port()
-        cfg = primary_config(
-            self.tmp,
-            name=name,
-            database=self.database,
-            port=port,
-            admin_token=self.admin_token,
-            health_key=self.health_key,
-            guard=True,
-            fail_over_interval_secs=interval,
-        )
-        proc = RoleProcess("primary", cfg, port, self.tmp / f"{name}.log")
-        self.processes.append(proc)
-        return proc.start()
-
-    def close(self) -> None:
-        for proc in self.processes:
-            proc.signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-        for proc in self.processes:
-            with contextlib.suppress(Exception):
-                proc.stop(timeout=5)
-        self._reap_strays()
-
-    def _reap_strays(self) -> None:
-        """Processes whose start_primary() call raised before it returned them to us."""
-        marker = str(self.tmp).encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"siteserver" in cmdline and marker in cmdline:
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 @pytest.fixture

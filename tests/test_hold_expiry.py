@@ -15,8 +15,7 @@ from migrations.site import migrations as site_migrations
 from siteserver.domain import JobStatus
 from siteserver.store import Database, jobs, settings
 from siteserver.timeutil import iso, utcnow
-
-from .conftest import new_id, open_database
+from tests.kit.primary import new_id, open_database
 
 
 def held(job_id: str, submitted_at: str) -> jobs.Job:

@@ -11,7 +11,7 @@ between a merge and a feed update). After every step:
   the journal;
 - nothing reaches the primary unless it was marked sent first, and an upload carries the entry as
   it is now (uploads go through the site's real `Pusher.push`; the model primary answers at the
-  HTTP client's boundary, tests/journalkit.py);
+  HTTP client's boundary, behind httpx.MockTransport: tests/kit/model.py);
 - the effective balance of every account is exact: the mirrored balance plus every site charge
   the mirror does not contain, never one twice — also when an upload's answer was lost and the
   feed then shows the charge, because the mirror settles the entries in doubt before it applies
@@ -20,6 +20,7 @@ between a merge and a feed update). After every step:
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -37,8 +38,8 @@ from migrations.site import migrations
 from siteserver.site.mirror import SyncFailed, page_accounts, settle_in_doubt
 from siteserver.store import Database
 from siteserver.store import journal as jr
-from tests.conftest import open_database
-from tests.journalkit import answered, pusher
+from tests.kit.model import answered, pusher
+from tests.kit.primary import open_database
 
 ACCOUNTS = {1: ("personal", "alice"), 2: ("personal", "bob"), 3: ("shared", "Offline Account")}
 LABELS = {1: "user:alice", 2: "user:bob", 3: "shared:Offline Account"}
@@ -104,7 +105,7 @@ class JournalMachine(RuleBasedStateMachine):
         self.entries: dict[str, tuple[int, int]] = {}  # txn_id -> (account id, amount), as journaled
         self.counter = 0
         self._data: st.DataObject | None = None
-        self.pusher, _, self.stop = pusher(self.db, self._primary_answers)
+        self.pusher, self.endpoints, self.stop = pusher(self.db, self._primary_answers)
 
         def seed(d: sqlite_utils.Database) -> None:
             for i, (kind, name) in ACCOUNTS.items():
@@ -118,6 +119,7 @@ class JournalMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.stop.set()
+        self.endpoints.current().quick.close()
         self.db.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -282,7 +284,7 @@ class JournalMachine(RuleBasedStateMachine):
                 seen_by_mirror = txn_id in self.primary.applied and self.primary.applied[txn_id] <= upto
                 if not seen_by_mirror:
                     exact += r.amount_cents
-            got = self.db.read_sync(lambda d, a=account: jr.effective_balance(d, a))
+            got = self.db.read_sync(functools.partial(jr.effective_balance, account_id=account))
             assert got == exact, (account, got, exact)
 
 

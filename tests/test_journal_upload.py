@@ -8,32 +8,15 @@ from typing import Any
 import httpx
 
 from sync.client import SyncClient
-from tests.conftest import Primary, expect_error, new_id
-from tests.test_change_feed import enrolled_site
-
-JOURNAL = "/api/sync/v1/journal"
-OCCURRED = "2026-11-20T09:15:00.123Z"
-
-
-def entry(account: str, amount: int, **over: Any) -> dict[str, Any]:
-    e: dict[str, Any] = {
-        "txn_id": new_id(),
-        "account": account,
-        "amount_cents": amount,
-        "kind": "print",
-        "enforcement": "fact",
-        "occurred_at": OCCURRED,
-        "flags": ["offline"],
-        "ref": "job-1",
-    }
-    e.update(over)
-    return e
+from tests.kit.journal import JOURNAL, OCCURRED, add_payers, balances, entry
+from tests.kit.primary import Primary, expect_error
+from tests.kit.site import enrolled_site
 
 
 def upload(c: SyncClient, entries: list[dict[str, Any]]) -> dict[str, Any]:
     r = c.request("POST", JOURNAL, json_body={"entries": entries})
     assert r.status_code == 200, r.text
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert set(body) == {"results", "receipt"}
     assert [x["txn_id"] for x in body["results"]] == [e["txn_id"] for e in entries]
     for x in body["results"]:
@@ -41,27 +24,9 @@ def upload(c: SyncClient, entries: list[dict[str, Any]]) -> dict[str, Any]:
     return body
 
 
-def balances(primary: Primary) -> dict[str, int]:
-    with primary.admin() as c:
-        out = {u: c.get(f"/api/admin/v1/users/{u}").json()["balance_cents"] for u in ("alice", "bob")}
-        out["team"] = c.get("/api/admin/v1/shared-accounts/Team").json()["balance_cents"]
-    return out
-
-
-def setup(primary: Primary) -> None:
-    with primary.admin() as c:
-        c.post("/api/admin/v1/users", json={"username": "alice", "balance_cents": 1000}).raise_for_status()
-        c.post(
-            "/api/admin/v1/users", json={"username": "bob", "balance_cents": 100, "restricted": True}
-        ).raise_for_status()
-        c.post(
-            "/api/admin/v1/shared-accounts", json={"name": "Team", "members": ["alice"]}
-        ).raise_for_status()
-
-
 def test_upload_applies_once(primary: Primary) -> None:
     site = enrolled_site(primary)
-    setup(primary)
+    add_payers(primary)
     entries = [
         entry("user:alice", -150),
         entry("shared:Team", -40, kind="copy", flags=[], ref=None),
@@ -118,7 +83,7 @@ def test_upload_applies_once(primary: Primary) -> None:
 
 def test_rejections(primary: Primary) -> None:
     site = enrolled_site(primary)
-    setup(primary)
+    add_payers(primary)
     with site.client() as c:
         done = entry("user:alice", -100)
         upload(c, [done])
@@ -156,7 +121,7 @@ def test_rejections(primary: Primary) -> None:
 
 def test_deleted_user_still_answers_duplicate(primary: Primary) -> None:
     site = enrolled_site(primary)
-    setup(primary)
+    add_payers(primary)
     with site.client() as c, primary.admin() as a:
         e = entry("user:bob", -30)
         first = upload(c, [e])["results"][0]
@@ -169,7 +134,7 @@ def test_deleted_user_still_answers_duplicate(primary: Primary) -> None:
 
 def test_strict_bodies(primary: Primary) -> None:
     site = enrolled_site(primary)
-    setup(primary)
+    add_payers(primary)
     with site.client() as c:
 
         def status(body: Any) -> int:

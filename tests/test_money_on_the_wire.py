@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from .conftest import Primary, expect_error
+from tests.kit.primary import Primary, expect_error
 
 
 @pytest.mark.parametrize("amount", [10.0, 10.5, "10", 2**63, -(2**63), True, None])

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Primary, expect_error, open_database
-from tests.sitekit import DIRECT, SITE, Branch, eventually, login, start_branch, submit
+from tests.kit.primary import Primary, expect_error, open_database
+from tests.kit.site import DIRECT, SITE, Branch, eventually, login, start_branch, submit
 
 MIRROR_SECS = 10.0
 

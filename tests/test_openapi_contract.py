@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from siteserver import sample
 from siteserver.launch import health_url
-from tests.conftest import Primary, add_one_printer, start_primary
+from tests.kit.primary import Primary, start_primary
 
 HEALTH = "/api/health/application-server/status"
 UNAUTHENTICATED = {HEALTH, "/docs", "/openapi.json"}
@@ -99,10 +100,10 @@ def contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
     p = start_primary(tmp)
     try:
         with p.admin() as c:
-            device_token, provider_token = add_one_printer(c, hold=True)
+            world = sample.build(c)
         doc = httpx.get(p.url + "/openapi.json", timeout=30)
         assert doc.status_code == 200, doc.text
-        yield Contract(p, doc.json(), device_token, provider_token)
+        yield Contract(p, doc.json(), world.mono_device, world.provider)
     finally:
         p.process.stop()
 
@@ -276,7 +277,7 @@ def test_every_operation_needs_a_credential(contract: Contract) -> None:
 
 def test_authentication_comes_before_the_body(contract: Contract) -> None:
     """A body that is not even JSON still gets 401 without a valid credential, not 422/400."""
-    cases = []
+    cases: list[tuple[str, dict[str, str], set[int], bytes | None]] = []
     for what, content in BAD_BODIES.items():
         cases += [
             (f"no credential, {what}", {}, {401}, content),

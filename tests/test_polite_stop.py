@@ -9,14 +9,15 @@ import time
 
 import httpx
 
-from .conftest import Primary, World
+from siteserver import sample
+from tests.kit.primary import Primary
 
 
-def test_sigterm_answers_waiting_long_polls_and_exits_cleanly(primary: Primary, world: World) -> None:
+def test_sigterm_answers_waiting_long_polls_and_exits_cleanly(primary: Primary, world: sample.World) -> None:
     answers: list[httpx.Response] = []
 
     def poll() -> None:
-        with primary.client(world.provider_token) as c:
+        with primary.client(world.provider) as c:
             answers.append(
                 c.get("/api/provider/v1/releases", params={"printer": "mono-1", "wait": 60}, timeout=90)
             )

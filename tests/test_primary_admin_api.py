@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 
+from siteserver import sample
 from siteserver.domain import Enforcement
 from siteserver.store import ledger
 from siteserver.store.db import connect
-from tests.conftest import Primary, World, expect_error, new_id
+from tests.kit.primary import Primary, expect_error, new_id
 
 USER_KEYS = {"username", "full_name", "balance_cents", "restricted", "overdraft_cents", "disabled"}
 SECRET_KEYS = {"password", "pin", "card_numbers", "card_number", "id_number", "password_hash", "pin_hash"}
@@ -50,10 +51,10 @@ def all_transactions(c: httpx.Client, **params: Any) -> list[dict[str, Any]]:
         since = page["next_seq"]
 
 
-def test_admin_endpoints_need_the_admin_token(primary: Primary, world: World) -> None:
+def test_admin_endpoints_need_the_admin_token(primary: Primary, world: sample.World) -> None:
     path = "/api/admin/v1/users/nobody"
     expect_error(httpx.get(primary.url + path), 401, "unauthorized")
-    for token in ("wrong-token", world.device_token, world.provider_token):
+    for token in ("wrong-token", world.mono_device, world.provider):
         with primary.client(token) as c:
             expect_error(c.get(path), 401, "unauthorized")
             expect_error(c.post("/api/admin/v1/users", json={"username": "mallory"}), 401)
@@ -69,7 +70,7 @@ def test_admin_endpoints_need_the_admin_token(primary: Primary, world: World) ->
         assert [p["name"] for p in spec["paths"][route]["get"]["parameters"] if p["in"] == "path"] == [param]
 
 
-def test_user_lifecycle(primary: Primary, world: World) -> None:
+def test_user_lifecycle(primary: Primary, world: sample.World) -> None:
     with primary.admin() as c:
         body = {
             "username": "alice",
@@ -172,7 +173,7 @@ def test_user_lifecycle(primary: Primary, world: World) -> None:
         assert c.get("/api/admin/v1/users/alice").json() == {**patched, "disabled": False}
 
         # DELETE, then the user is gone (with their held jobs and open sessions).
-        with primary.client(world.provider_token) as p:
+        with primary.client(world.provider) as p:
             r = p.post(
                 "/api/provider/v1/jobs",
                 json={
@@ -187,7 +188,7 @@ def test_user_lifecycle(primary: Primary, world: World) -> None:
                 },
             )
             assert r.json()["action"] == "hold"
-        with primary.client(world.device_token) as d:
+        with primary.client(world.mono_device) as d:
             session = d.post("/api/device/v1/login", json={"card_number": "CARD-ALICE-1"}).json()[
                 "session_id"
             ]
@@ -207,7 +208,7 @@ def test_user_lifecycle(primary: Primary, world: World) -> None:
         r = c.post("/api/admin/v1/users", json={"username": "alice", "card_numbers": ["CARD-ALICE-NEW"]})
         assert r.status_code == 201, r.text
         assert r.json()["balance_cents"] == 0 and r.json()["full_name"] == ""
-        with primary.client(world.device_token) as d:
+        with primary.client(world.mono_device) as d:
             expect_error(d.post("/api/device/v1/login", json={"card_number": "CARD-ALICE-1"}), 401)
             session = d.post("/api/device/v1/login", json={"card_number": "CARD-ALICE-NEW"}).json()[
                 "session_id"

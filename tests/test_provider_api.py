@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Primary, World, expect_error, new_id
+from siteserver import sample
+from tests.kit.primary import Primary, expect_error, new_id
 
 
 def job(username: str, queue: str, **over: Any) -> dict[str, Any]:
@@ -56,8 +57,8 @@ def releases(c: httpx.Client, printer: str, wait: float = 0) -> list[dict[str, A
     return list(r.json()["releases"])
 
 
-def test_job_decisions(primary: Primary, world: World) -> None:
-    with primary.admin() as admin, primary.client(world.provider_token) as prov:
+def test_job_decisions(primary: Primary, world: sample.World) -> None:
+    with primary.admin() as admin, primary.client(world.provider) as prov:
         for u in (
             {"username": "pat", "balance_cents": 100},
             {"username": "broke"},
@@ -142,11 +143,11 @@ def test_job_decisions(primary: Primary, world: World) -> None:
     expect_error(httpx.get(primary.url + "/api/provider/v1/releases", params={"printer": "mono-1"}), 401)
 
 
-def test_long_poll_release_and_printed(primary: Primary, world: World) -> None:
+def test_long_poll_release_and_printed(primary: Primary, world: sample.World) -> None:
     with (
         primary.admin() as admin,
-        primary.client(world.provider_token) as prov,
-        primary.client(world.device_token) as mfd1,
+        primary.client(world.provider) as prov,
+        primary.client(world.mono_device) as mfd1,
     ):
         r = admin.post(
             "/api/admin/v1/users",
@@ -165,7 +166,7 @@ def test_long_poll_release_and_printed(primary: Primary, world: World) -> None:
         polled: dict[str, Any] = {}
 
         def poll() -> None:
-            with primary.client(world.provider_token) as c:
+            with primary.client(world.provider) as c:
                 r = c.get("/api/provider/v1/releases", params={"printer": "mono-1", "wait": 5})
                 polled["at"] = time.monotonic()
                 polled["response"] = r
@@ -236,8 +237,8 @@ def test_long_poll_release_and_printed(primary: Primary, world: World) -> None:
         expect_error(prov.get("/api/provider/v1/releases"), 422)
 
 
-def test_device_token_submits_to_its_own_printer(primary: Primary, world: World) -> None:
-    with primary.admin() as admin, primary.client(world.device_token) as mfd1:
+def test_device_token_submits_to_its_own_printer(primary: Primary, world: sample.World) -> None:
+    with primary.admin() as admin, primary.client(world.mono_device) as mfd1:
         assert (
             admin.post(
                 "/api/admin/v1/users",

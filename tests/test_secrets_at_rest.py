@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 
+from siteserver import sample
 from siteserver.launch import RoleProcess, free_port, health_url, write_config
-from tests.conftest import Primary, add_one_printer, start_primary
+from tests.kit.primary import Primary, start_primary
 
 PASSWORD = "Tr0ub4dor&Correct-Horse-7731"
 NEW_PASSWORD = "Second-Batt3ry-Staple-Pass-5519"
@@ -64,9 +65,8 @@ def test_no_secret_in_clear_in_database_or_logs(tmp_path: Path) -> None:
     )
     try:
         with p.admin() as c:
-            device_token, provider_token = add_one_printer(c, hold=False)
-            site = c.post("/api/admin/v1/sites", json={"site_id": "s1", "name": "Site one"})
-            site.raise_for_status()
+            world = sample.build(c, hold=False)
+            device_token, provider_token = world.mono_device, world.provider
             r = c.post(
                 "/api/admin/v1/users",
                 json={
@@ -83,7 +83,7 @@ def test_no_secret_in_clear_in_database_or_logs(tmp_path: Path) -> None:
             assert not any(s in r.text for s in (PASSWORD, PIN, CARD, ID_NUMBER)), r.text
             got = c.get("/api/admin/v1/users/alice")
             assert not any(s in got.text for s in (PASSWORD, PIN, CARD, ID_NUMBER)), got.text
-        enrollment_token = site.json()["enrollment_token"]
+        enrollment_token = world.enrollment_token
 
         with p.client(device_token) as d:
             for body in (

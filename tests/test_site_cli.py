@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from siteserver.launch import write_config
-from tests.conftest import Primary
-from tests.test_site_mirror import SITE, make_site, start_site
+from tests.kit.primary import Primary
+from tests.kit.site import SITE, configure_site
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -18,24 +18,23 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def test_site_run_needs_enrollment(primary: Primary, tmp_path: Path) -> None:
-    setup = make_site(primary, tmp_path, enroll=False)
-    r = _cli("site", "run", "--config", str(setup["config"]))
+    site = configure_site(primary, tmp_path, enroll=False)
+    r = _cli("site", "run", "--config", str(site.config))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "run `siteserver site enroll` first" in r.stderr
     assert not (tmp_path / "site" / "site.db").exists()
 
 
 def test_status_of_a_running_and_a_stopped_site(primary: Primary, tmp_path: Path) -> None:
-    setup = make_site(primary, tmp_path)
-    site = start_site(setup)
+    site = configure_site(primary, tmp_path).start()
     try:
-        r = _cli("status", "--config", str(setup["config"]))
+        r = _cli("status", "--config", str(site.config))
         assert r.returncode == 0, r.stderr
         assert SITE in r.stdout and "online" in r.stdout
         assert primary.url in r.stdout and "journal" in r.stdout
     finally:
-        site.stop()
-    stopped = _cli("status", "--config", str(setup["config"]))
+        site.process.stop()
+    stopped = _cli("status", "--config", str(site.config))
     assert stopped.returncode == 1
     assert "not running" in stopped.stderr
 

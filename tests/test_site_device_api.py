@@ -15,8 +15,19 @@ import pytest
 
 from siteserver.site.identity import Identity
 from sync.client import SyncClient
-from tests.conftest import Primary, expect_error
-from tests.sitekit import COLOR, DIRECT, MONO, SITE, Branch, add_user, eventually, login, start_branch, submit
+from tests.kit.primary import Primary, expect_error
+from tests.kit.site import (
+    COLOR,
+    DIRECT,
+    MONO,
+    SITE,
+    Branch,
+    add_user,
+    eventually,
+    login,
+    start_branch,
+    submit,
+)
 
 MIRROR_SECS = 5.0
 

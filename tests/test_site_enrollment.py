@@ -10,26 +10,22 @@ from pathlib import Path
 
 import httpx
 
-from siteserver.launch import free_port, write_config
+from siteserver.launch import free_port, site_config, write_config
 from siteserver.site.identity import Identity
 from sync import signing
 from sync.client import SyncClient
-from tests.conftest import Primary, expect_error, new_site, site_row
-
-SITE = "branch-01"
+from tests.kit.primary import Primary, expect_error, new_site, site_row
+from tests.kit.site import SITE
 
 
 def _site_config(tmp: Path, name: str, primary_urls: list[str], site_id: str = SITE) -> Path:
-    return write_config(
-        tmp / f"{name}.toml",
-        {
-            "role": "site",
-            "site_id": site_id,
-            "data_dir": str(tmp / name),
-            "primary": primary_urls,
-            "listen": f"127.0.0.1:{free_port()}",
-            "admin_token": secrets.token_urlsafe(24),
-        },
+    return site_config(
+        tmp,
+        site_id=site_id,
+        port=free_port(),
+        primary_urls=primary_urls,
+        admin_token=secrets.token_urlsafe(24),
+        name=name,
     )
 
 

@@ -18,8 +18,7 @@ import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
 
-from tests.conftest import Primary, start_primary
-from tests.fuzzkit import (
+from tests.kit.fuzz import (
     CARD,
     Jobs,
     assert_json_4xx,
@@ -31,7 +30,8 @@ from tests.fuzzkit import (
     steered,
     token_for,
 )
-from tests.sitekit import FINDME, MONO, Branch, eventually, start_branch
+from tests.kit.primary import Primary, start_primary
+from tests.kit.site import FINDME, MONO, Branch, eventually, start_branch
 
 USER = "fuzz-user"
 

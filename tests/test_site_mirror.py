@@ -4,12 +4,11 @@ primary and a real `siteserver site run` process over loopback."""
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 
 from migrations.site import migrations as site_migrations
 from siteserver.domain import SecretHasher
-from siteserver.launch import RoleProcess, enroll_site, free_port, site_config
 from siteserver.site.identity import Identity
 from siteserver.site.mirror import (
     Endpoints,
@@ -30,10 +28,10 @@ from siteserver.site.mirror import (
     stored_cursor,
 )
 from siteserver.store import Database
-from sync import signing
 from sync.client import SyncClient
-from tests.conftest import Primary, expect_error, new_site, open_database, site_row
-from tests.sitekit import SITE, eventually, query_site_db
+from tests.kit.model import Handler, model_client, model_endpoint
+from tests.kit.primary import Primary, expect_error, open_database, site_row
+from tests.kit.site import SITE, Branch, configure_site, eventually, query_site_db
 
 # -- unit: hand-made snapshot streams and pages --------------------------------------------------
 
@@ -77,16 +75,10 @@ def snapshot_lines(cursor: int, rows: list[tuple[str, dict[str, Any]]], *, end: 
     return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
 
 
-def fake_client(handler: Callable[[httpx.Request], httpx.Response]) -> SyncClient:
-    client = SyncClient("http://primary.test", "s1", signing.generate_key())
-    client.http = httpx.Client(base_url="http://primary.test", transport=httpx.MockTransport(handler))
-    return client
-
-
 def snapshot_client(cursor: int, rows: list[tuple[str, dict[str, Any]]], *, end: bool = True) -> SyncClient:
     """A client whose primary answers every request with this snapshot stream."""
     body = snapshot_lines(cursor, rows, end=end)
-    return fake_client(lambda r: httpx.Response(200, content=body))
+    return model_client(lambda r: httpx.Response(200, content=body))
 
 
 @pytest.fixture
@@ -142,7 +134,7 @@ def test_bootstrap_cut_short_is_not_a_bootstrap(site_db: Database) -> None:
     assert stored_cursor(site_db) is None  # retried on the next pull
     state = site_db.read_sync(read_state)
     assert "cursor" not in state and "bootstrapped_at" not in state
-    refused = fake_client(lambda r: httpx.Response(503, json={"error": "not_active", "detail": "x"}))
+    refused = model_client(lambda r: httpx.Response(503, json={"error": "not_active", "detail": "x"}))
     with pytest.raises(SyncFailed) as e:
         bootstrap(refused, site_db)
     assert e.value.status == 503
@@ -232,11 +224,7 @@ class FakePrimary:
 def test_follower_backs_off_resets_and_never_dies(site_db: Database) -> None:
     fake = FakePrimary()
     fake.fail = 2
-    endpoints = Endpoints([])
-    from siteserver.site.mirror import Endpoint
-
-    client = fake_client(fake)
-    endpoints.items.append(Endpoint("http://primary.test", client, client))
+    endpoints = Endpoints([model_endpoint(fake)])
     stop = threading.Event()
     sleeps: list[float] = []
 
@@ -265,46 +253,12 @@ def test_follower_backs_off_resets_and_never_dies(site_db: Database) -> None:
 # -- integration: a real primary and a real site process -----------------------------------------
 
 
-def make_site(primary: Primary, tmp_path: Path, *, enroll: bool = True) -> dict[str, Any]:
-    """A site on the primary, its config (changes_wait_secs = 2) and, unless told, its enrollment."""
-    token = new_site(primary, SITE)
-    port = free_port()
-    admin_token = secrets.token_urlsafe(24)
-    cfg = site_config(
-        tmp_path,
-        site_id=SITE,
-        port=port,
-        primary_urls=[primary.url],
-        admin_token=admin_token,
-        extra={"sync": {"changes_wait_secs": 2}},
-    )
-    if enroll:
-        enroll_site(cfg, token)
-    return {
-        "config": cfg,
-        "port": port,
-        "admin_token": admin_token,
-        "data_dir": tmp_path / "site",
-        "process": RoleProcess("site", cfg, port, tmp_path / "site.log"),
-        "tmp": tmp_path,
-    }
-
-
 @pytest.fixture
-def site_setup(primary: Primary, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    setup = make_site(primary, tmp_path)
-    yield setup
-    setup["process"].stop()
-
-
-def start_site(setup: dict[str, Any]) -> RoleProcess:
-    proc: RoleProcess = setup["process"]
-    if proc.proc is not None:
-        proc = RoleProcess("site", setup["config"], setup["port"], setup["tmp"] / "site.log")
-        setup["process"] = proc
-    proc.start()
-    proc.wait_listening()
-    return proc
+def site_setup(primary: Primary, tmp_path: Path) -> Iterator[Branch]:
+    """A bare site on the primary, configured and enrolled (not started)."""
+    site = configure_site(primary, tmp_path)
+    yield site
+    site.process.stop()
 
 
 def site_query(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -313,15 +267,15 @@ def site_query(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[t
     return query_site_db(data_dir, sql, params)
 
 
-def test_site_mirrors_the_primary(primary: Primary, site_setup: dict[str, Any]) -> None:
-    data = site_setup["data_dir"]
+def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
+    data = site_setup.data_dir
     with primary.admin() as c:
         r = c.post(
             "/api/admin/v1/users",
             json={"username": "alice", "pin": "1234", "card_numbers": ["CARD-0001"], "balance_cents": 500},
         )
         assert r.status_code == 201, r.text
-    site = start_site(site_setup)
+    site = site_setup.start().process
     health = httpx.get(site.url + "/api/health/site-server/status", timeout=5)
     assert health.status_code == 200 and health.json() == {"status": "OK", "mode": "online"}
 
@@ -335,7 +289,7 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: dict[str, Any]) 
     pin_before = site_query(data, "SELECT pin_hash FROM users WHERE username = 'alice'")[0][0]
     assert pin_before
 
-    admin = {"Authorization": f"Bearer {site_setup['admin_token']}"}
+    admin = {"Authorization": f"Bearer {site_setup.admin_token}"}
     with primary.admin() as c:
         assert c.patch("/api/admin/v1/users/alice", json={"pin": "9876"}).status_code == 200
         eventually(
@@ -406,7 +360,7 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: dict[str, Any]) 
         site.kill()
         r = c.post("/api/admin/v1/users", json={"username": "bob", "card_numbers": ["CARD-0002"]})
         assert r.status_code == 201, r.text
-        site = start_site(site_setup)
+        site = site_setup.start().process
         eventually(
             lambda: site_query(data, "SELECT count(*) FROM users WHERE username = 'bob'") == [(1,)],
             what="bob after the restart",
@@ -419,8 +373,6 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: dict[str, Any]) 
 
 
 def test_endpoints_rotate_past_down_and_passive_members(site_db: Database) -> None:
-    from siteserver.site.mirror import Endpoint
-
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
@@ -428,9 +380,9 @@ def test_endpoints_rotate_past_down_and_passive_members(site_db: Database) -> No
         return httpx.Response(503, json={"error": "not_active", "detail": "passive"})
 
     fake = FakePrimary()
-    clients = [fake_client(h) for h in (down, passive, fake)]
     urls = ["http://a.test", "http://b.test", "http://c.test"]
-    endpoints = Endpoints([Endpoint(u, c, c) for u, c in zip(urls, clients, strict=True)])
+    handlers: list[Handler] = [down, passive, fake]
+    endpoints = Endpoints([model_endpoint(h, url=u) for u, h in zip(urls, handlers, strict=True)])
     stop = threading.Event()
     mirror = Mirror(site_db, endpoints, wait_secs=0.01, stop=stop, sleep=lambda s: None)
     with pytest.raises(httpx.ConnectError):

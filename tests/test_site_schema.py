@@ -7,7 +7,7 @@ from pathlib import Path
 from migrations.primary import migrations as primary_migrations
 from migrations.site import migrations as site_migrations
 from migrations.mirrored import MIRRORED_TABLES
-from tests.conftest import open_database
+from tests.kit.primary import open_database
 
 
 def _columns(path: Path, migrations: object) -> dict[str, list[tuple[object, ...]]]:

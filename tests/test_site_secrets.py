@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from .conftest import Primary
-from .sitekit import COLOR, add_user, start_branch, submit
+from tests.kit.primary import Primary
+from tests.kit.site import COLOR, add_user, start_branch, submit
 
 PASSWORD = "Site-Tr0ub4dor&Horse-5521"
 PIN = "73620481"

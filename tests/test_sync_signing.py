@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from siteserver import sample
 from sync import signing
 from sync.client import HEARTBEAT_PATH, SyncClient, enroll
-from tests.conftest import Primary, enroll_new_site, expect_error, new_site, site_row
+from tests.kit.primary import Primary, expect_error, new_site, site_row
+from tests.kit.site import EnrolledSite, enrolled_site
 
 NOW = 1_767_225_600.0
 PATH = "/api/sync/v1/heartbeat"
@@ -177,21 +177,11 @@ def test_key_files(tmp_path: Any, key: Ed25519PrivateKey) -> None:
 # -- over HTTP against the real primary ------------------------------------------------------------
 
 
-@dataclass
-class Enrolled:
-    primary: Primary
-    site_id: str
-    key: Ed25519PrivateKey
-
-    def client(self, clock: Callable[[], float] = time.time) -> SyncClient:
-        return SyncClient(self.primary.url, self.site_id, self.key, clock=clock)
-
-
-def _site(primary: Primary, site_id: str = "branch-01") -> Enrolled:
-    key, answer = enroll_new_site(primary, site_id)
-    assert set(answer) == {"site_id", "pepper", "health_key"}
-    assert answer["health_key"] == primary.health_key  # the site's WAN monitor probes with it
-    return Enrolled(primary, site_id, key)
+def _site(primary: Primary, site_id: str = "branch-01") -> EnrolledSite:
+    site = enrolled_site(primary, site_id)
+    assert set(site.answer) == {"site_id", "pepper", "health_key"}
+    assert site.answer["health_key"] == primary.health_key  # the site's WAN monitor probes with it
+    return site
 
 
 def _sig_headers(req: httpx.Request) -> dict[str, str]:
@@ -277,10 +267,10 @@ def test_disabled_site_over_http(primary: Primary) -> None:
         expect_error(admin.patch(f"/api/admin/v1/sites/{site.site_id}", json={"bogus": 1}), 422)
 
 
-def test_realms_stay_separate(primary: Primary, world: Any) -> None:
+def test_realms_stay_separate(primary: Primary, world: sample.World) -> None:
     site = _site(primary)
     url = primary.url + HEARTBEAT_PATH
-    for token in (primary.admin_token, world.device_token, world.provider_token):
+    for token in (primary.admin_token, world.mono_device, world.provider):
         r = httpx.post(url, json=HB, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         expect_error(r, 401)
     # A valid site signature opens nothing outside the sync API.

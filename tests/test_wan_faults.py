@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from siteserver.faultproxy import FaultProxyProcess
-from tests.conftest import Primary, start_primary
-from tests.sitekit import Branch, add_user, eventually, start_branch
+from tests.kit.primary import Primary, start_primary
+from tests.kit.site import Branch, add_user, eventually, start_branch
 
 INTERVAL = 0.25
 FAILURES = 3

@@ -16,14 +16,14 @@ import httpx
 import pytest
 
 from siteserver.config import Wan
-from siteserver.launch import RoleProcess
 from siteserver.site.identity import Identity
 from siteserver.site.mirror import Endpoint, Endpoints
 from siteserver.site.monitor import WanMonitor
 from siteserver.store import Database
-from tests.conftest import start_primary
-from tests.sitekit import Branch, eventually, start_branch
-from tests.test_ha_pair import Pair
+from sync import signing
+from sync.client import SyncClient
+from tests.kit.primary import Pair, start_primary
+from tests.kit.site import Branch, eventually, start_branch
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -49,13 +49,6 @@ def site_status(branch: Branch) -> dict[str, Any]:
         r = c.get("/api/admin/v1/status")
         r.raise_for_status()
         return dict(r.json())
-
-
-def restart_site(branch: Branch, tmp: Path) -> None:
-    assert branch.config is not None
-    proc = RoleProcess("site", branch.config, branch.process.port, tmp / "site.log").start()
-    branch.process = proc
-    proc.wait_listening()
 
 
 def test_primary_killed_site_goes_offline_and_comes_back(tmp_path: Path) -> None:
@@ -109,7 +102,7 @@ def test_primary_killed_site_goes_offline_and_comes_back(tmp_path: Path) -> None
 
         # The site dies while offline and comes back offline, its history and journal intact.
         b.process.kill()
-        restart_site(b, tmp_path)
+        b.start()  # the same configuration, port and log
         processes.append(b.process)
         assert site_mode(b) == "offline"
         s2 = site_status(b)
@@ -227,7 +220,8 @@ def test_a_blackholed_endpoint_costs_one_probe_timeout(tmp_path: Path) -> None:
     db = Database(tmp_path / "site.db")
     db.open(migrations)
     stop = threading.Event()
-    ep = Endpoint(url, None, None)  # type: ignore[arg-type]  # the monitor uses its own client
+    unused = SyncClient(url, "s1", signing.generate_key())  # the monitor probes with its own client
+    ep = Endpoint(url, unused, unused)
     mon = WanMonitor(db, Endpoints([ep]), Wan(probe_interval_secs=0.3), "k" * 20, stop)
     try:
         for _ in range(4):
@@ -241,6 +235,7 @@ def test_a_blackholed_endpoint_costs_one_probe_timeout(tmp_path: Path) -> None:
     finally:
         stop.set()
         mon.close()
+        unused.close()
         db.close()
         hole.close()
 
