@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+from _common import (  # first: puts this checkout on sys.path
     exited,
     keep_or_remove,
     make_site,

@@ -20,6 +20,7 @@ expected final balance), so a fast run that corrupts money cannot pass for a goo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import tempfile
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+import sqlite_utils
+from _common import (  # first: puts this checkout on sys.path
     report_failures,
     run_main,
 )
@@ -121,7 +123,7 @@ def make_workload(charges: int, batch: int, accounts: int, first_account_id: int
     return Workload(account_ids, batches, applied, rows, balance)
 
 
-def insert_accounts(db, n: int) -> list[int]:  # db: sqlite_utils.Database inside a transaction
+def insert_accounts(db: sqlite_utils.Database, n: int) -> list[int]:  # inside a transaction
     now = iso(datetime.now(UTC))
     db.conn.executemany(
         "INSERT INTO accounts (kind, name, balance_cents, restricted, overdraft_cents, created_at)"
@@ -154,7 +156,9 @@ def run_ledger(path: Path, w: Workload) -> tuple[Timing, dict[str, int], Databas
     statuses: dict[str, int] = {}
     body = [0.0]  # seconds spent inside apply() on the writer thread (the rest: BEGIN/COMMIT/fsync, queue)
 
-    def timed_apply(d, entries: list[ledger.Entry], applied_at: str) -> list[ledger.Outcome]:
+    def timed_apply(
+        d: sqlite_utils.Database, entries: list[ledger.Entry], applied_at: str
+    ) -> list[ledger.Outcome]:
         t = time.perf_counter()
         try:
             return ledger.apply(d, entries, epoch=EPOCH, applied_at=applied_at)
@@ -163,9 +167,7 @@ def run_ledger(path: Path, w: Workload) -> tuple[Timing, dict[str, int], Databas
 
     t0 = time.perf_counter()
     for entries, applied_at in zip(w.batches, w.applied_at, strict=True):
-        out = db.write_sync(
-            lambda d, entries=entries, applied_at=applied_at: timed_apply(d, entries, applied_at)
-        )
+        out = db.write_sync(functools.partial(timed_apply, entries=entries, applied_at=applied_at))
         for o in out:
             statuses[o.status] = statuses.get(o.status, 0) + 1
     elapsed = time.perf_counter() - t0
@@ -228,7 +230,7 @@ def run_bare(path: Path, schema: list[str], w: Workload) -> Timing:
 
 
 def verify(db: Database, w: Workload) -> list[str]:
-    def work(d):  # sqlite_utils.Database
+    def work(d: sqlite_utils.Database) -> list[str]:
         problems: list[str] = []
         mism = d.execute(
             "SELECT a.id, a.balance_cents, COALESCE(SUM(l.amount_cents), 0) AS s FROM accounts a"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+from _common import (  # first: puts this checkout on sys.path
     ROOT,
     cpu_seconds,
     exited,

@@ -26,8 +26,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+import sqlite_utils
+from _common import (  # first: puts this checkout on sys.path
     cpu_seconds,
     keep_or_remove,
     make_site,
@@ -101,7 +103,12 @@ def build_primary_db(path: Path, users: int) -> int:
             ]
             cards = [(hasher.card_hash(f"C{i:07d}"), f"user{i:07d}") for i in idx]
 
-            def work(d, accounts=accounts, rows=rows, cards=cards) -> None:  # sqlite_utils.Database
+            def work(
+                d: sqlite_utils.Database,
+                accounts: list[Any] = accounts,
+                rows: list[Any] = rows,
+                cards: list[tuple[str, str]] = cards,
+            ) -> None:
                 d.conn.executemany(
                     "INSERT INTO accounts (id, kind, name, balance_cents, restricted, overdraft_cents,"
                     " created_at) VALUES (?, 'personal', ?, 0, 1, 0, ?)",
@@ -125,14 +132,14 @@ def build_primary_db(path: Path, users: int) -> int:
 def mirror_counts(db_path: Path) -> tuple[tuple[int, int, int], int]:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     try:
-        counts = tuple(
-            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        users, cards, accounts = (
+            int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
             for t in ("users", "user_cards", "accounts")
         )
         cursor = int(conn.execute("SELECT value FROM sync_state WHERE key = 'cursor'").fetchone()[0])
     finally:
         conn.close()
-    return counts, cursor  # type: ignore[return-value]
+    return (users, cards, accounts), cursor
 
 
 def run_one(users: int, keep: bool, timeout: float) -> Result:

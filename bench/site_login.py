@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import primary_login  # type: ignore[import-not-found]
-from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+import primary_login
+from _common import (  # first: puts this checkout on sys.path
     SITE_ID,
     PrimaryHandle,
     SiteHandle,
@@ -37,7 +37,7 @@ from _common import (  # type: ignore[import-not-found]  # first: puts this chec
     wait_bootstrapped,
     wrk_missing,
 )
-from primary_login import (  # type: ignore[import-not-found]
+from primary_login import (
     BARE,
     BareProcess,
     check_login,

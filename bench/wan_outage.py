@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import (  # type: ignore[import-not-found]  # first: puts this checkout on sys.path
+from _common import (  # first: puts this checkout on sys.path
     SiteHandle,
     exited,
     keep_or_remove,
@@ -49,8 +49,8 @@ from _common import (  # type: ignore[import-not-found]  # first: puts this chec
     wait_bootstrapped,
     wrk_missing,
 )
-from primary_login import LOGIN_PATH, BareProcess, WrkResult, run_wrk  # type: ignore[import-not-found]
-from site_login import seed, wait_mirrored  # type: ignore[import-not-found]
+from primary_login import LOGIN_PATH, BareProcess, WrkResult, run_wrk
+from site_login import seed, wait_mirrored
 
 from siteserver.faultproxy import FaultProxyProcess
 from siteserver.launch import free_port

@@ -437,5 +437,5 @@ class PullOut(BaseModel):
 
 
 class MergeNowOut(BaseModel):
-    pushed: int
+    merged: int  # entries sent to the primary by this merge
     journal: JournalCountsOut

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -66,3 +66,21 @@ def serve(
     tune_gc()
     server.run()
     return bool(server.started)
+
+
+def serve_role(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    access_log: bool,
+    log_config: dict[str, Any] | None,
+    stop: Callable[[], None],
+) -> int:
+    """A role's process: serve until SIGTERM/SIGINT, then `stop` the role (also when serving
+    failed); the exit code: 0, or 1 when the server could not start (port taken)."""
+    try:
+        started = serve(app, host=host, port=port, access_log=access_log, log_config=log_config)
+    finally:
+        stop()
+    return 0 if started else 1

@@ -80,7 +80,7 @@ class Endpoints:
                 ep.last_ok_at = now_iso()
 
     def follow_active(self) -> Endpoint | None:
-        """Point the mirror and the pusher at an active member when the current one is not;
+        """Point the pull and the merge at an active member when the current one is not;
         returns the endpoint switched to, or None when nothing changed."""
         with self.lock:
             if self.items[self.index].state == "active":

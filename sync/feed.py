@@ -16,7 +16,7 @@ from pathlib import Path
 
 from migrations.mirrored import MIRRORED_TABLES
 from siteserver import serving
-from siteserver.store import Database, connect, feed
+from siteserver.store import Database, feed, read_transaction
 
 from . import wire
 
@@ -57,15 +57,8 @@ class Feed:
 
 def _read_page(path: Path, after: int, limit: int) -> wire.ChangesOut:
     """One page in one snapshot, on a connection of its own (not the shared reader thread)."""
-    conn = connect(path, readonly=True)
-    try:
-        conn.execute("BEGIN")
-        try:
-            return wire.ChangesOut.model_validate(feed.changes_page(conn, after, limit))
-        finally:
-            conn.execute("ROLLBACK")
-    finally:
-        conn.close()
+    with read_transaction(path) as conn:
+        return wire.ChangesOut.model_validate(feed.changes_page(conn, after, limit))
 
 
 async def stream_snapshot(path: Path) -> AsyncGenerator[bytes, None]:
@@ -95,13 +88,7 @@ async def stream_snapshot(path: Path) -> AsyncGenerator[bytes, None]:
 
     def produce() -> None:
         try:
-            conn = connect(path, readonly=True)
-        except BaseException as e:
-            hand(e)
-            return
-        try:
-            conn.execute("BEGIN")
-            try:
+            with read_transaction(path) as conn:
                 cursor = feed.max_seq(conn)
                 begin = wire.SnapshotBegin(type="begin", cursor=cursor, tables=list(MIRRORED_TABLES))
                 buf = [wire.snapshot_line(begin)]
@@ -119,13 +106,9 @@ async def stream_snapshot(path: Path) -> AsyncGenerator[bytes, None]:
                 buf.append(wire.snapshot_line(wire.SnapshotEnd(type="end", cursor=cursor, rows=rows)))
                 if hand(b"".join(buf)):
                     hand(_DONE)
-            finally:
-                conn.execute("ROLLBACK")
         except BaseException as e:
             log.exception("snapshot failed")
             hand(e)
-        finally:
-            conn.close()
 
     threading.Thread(target=produce, name="sync-snapshot", daemon=True).start()
     try:

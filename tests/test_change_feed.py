@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 
+from migrations.mirrored import MIRRORED_TABLES
 from siteserver import sample
 from siteserver.domain import SecretHasher
 from siteserver.store import Database, feed
 from sync.client import SyncClient
-from migrations.mirrored import MIRRORED_TABLES
 from tests.kit.primary import Primary, expect_error, new_id, open_database
 from tests.kit.site import enrolled_site
 
@@ -260,7 +260,7 @@ def test_snapshot_stream_stops_when_the_client_goes_away(fresh_db: Database) -> 
     producer never runs more than a few chunks ahead of the reader."""
     import asyncio
 
-    from siteserver.primary import sync_service
+    from sync import feed as sync_feed
 
     def fill(d: Any) -> None:
         for i in range(6000):
@@ -272,7 +272,7 @@ def test_snapshot_stream_stops_when_the_client_goes_away(fresh_db: Database) -> 
         return [t for t in threading.enumerate() if t.name == "sync-snapshot"]
 
     async def main() -> None:
-        stream = sync_service.stream_snapshot(fresh_db.path)
+        stream = sync_feed.stream_snapshot(fresh_db.path)
         first = await stream.__anext__()
         assert first.startswith(b'{"type":"begin"')
         await asyncio.sleep(0.3)

@@ -4,6 +4,7 @@ the pragmas, and durability of every acknowledged write across a SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sqlite3
@@ -52,8 +53,12 @@ def values(db: Database) -> list[str]:
     return db.read_sync(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY id")])
 
 
+def row_exists(conn: sqlite_utils.Database, rowid: int) -> bool:
+    return conn.execute("SELECT 1 FROM t WHERE id = ?", [rowid]).fetchone() is not None
+
+
 def count(db: Database) -> int:
-    return db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+    return int(db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]))
 
 
 class GroupSpy:
@@ -210,7 +215,7 @@ def test_results_are_answered_only_after_commit(db: Database, monkeypatch: pytes
     blocker.result(timeout=30)
     for fut in futures:
         rowid = fut.result(timeout=30)
-        assert db.read_sync(lambda c, r=rowid: c.execute("SELECT 1 FROM t WHERE id = ?", [r]).fetchone())
+        assert db.read_sync(functools.partial(row_exists, rowid=rowid))
 
 
 def test_concurrent_writers_all_land(db: Database) -> None:

@@ -10,12 +10,12 @@ between a merge and a feed update). After every step:
 - the trigger-kept totals (`journal_unmerged`, `offline_exposure`) equal a brute-force sum over
   the journal;
 - nothing reaches the primary unless it was marked sent first, and an upload carries the entry as
-  it is now (uploads go through the site's real `Pusher.push`; the model primary answers at the
+  it is now (uploads go through the site's real `Merger.merge`; the model primary answers at the
   HTTP client's boundary, behind httpx.MockTransport: tests/kit/model.py);
 - the effective balance of every account is exact: the mirrored balance plus every site charge
   the mirror does not contain, never one twice — also when an upload's answer was lost and the
   feed then shows the charge, because the mirror settles the entries in doubt before it applies
-  an account row (`siteserver.site.mirror.settle_in_doubt`).
+  an account row (`Merger.settle_in_doubt`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import functools
 import json
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from migrations.site import migrations
-from siteserver.site.mirror import SyncFailed, page_accounts, settle_in_doubt
+from siteserver.domain.merge import MergeVerdict
 from siteserver.store import Database
 from siteserver.store import journal as jr
-from tests.kit.model import answered, pusher
+from sync import wire
+from sync.errors import MergeUnsettled
+from sync.pull import page_accounts
+from tests.kit.model import answered, merger
 from tests.kit.primary import open_database
 
 ACCOUNTS = {1: ("personal", "alice"), 2: ("personal", "bob"), 3: ("shared", "Offline Account")}
@@ -105,7 +109,7 @@ class JournalMachine(RuleBasedStateMachine):
         self.entries: dict[str, tuple[int, int]] = {}  # txn_id -> (account id, amount), as journaled
         self.counter = 0
         self._data: st.DataObject | None = None
-        self.pusher, self.endpoints, self.stop = pusher(self.db, self._primary_answers)
+        self.merger, self.endpoints, self.stop = merger(self.db, self._primary_answers)
 
         def seed(d: sqlite_utils.Database) -> None:
             for i, (kind, name) in ACCOUNTS.items():
@@ -143,36 +147,36 @@ class JournalMachine(RuleBasedStateMachine):
         )
         self.entries[txn_id] = (account, amount)
 
-    def _primary_answers(self, wire: list[dict[str, Any]], timeout: float) -> httpx.Response:
+    def _primary_answers(self, entries: list[dict[str, Any]], timeout: float) -> httpx.Response:
         """The model primary takes an upload: applied (new seq), duplicate, or rejected, per
         entry; then the answer may be lost on the way back."""
         data = self._data
         assert data is not None
-        local = {r.txn_id: r for r in self.db.read_sync(lambda d: jr.rows(d, [e["txn_id"] for e in wire]))}
-        verdicts: dict[str, jr.Verdict] = {}
-        for e in wire:
+        local = {r.txn_id: r for r in self.db.read_sync(lambda d: jr.rows(d, [e["txn_id"] for e in entries]))}
+        verdicts: dict[str, MergeVerdict] = {}
+        for e in entries:
             txn_id = e["txn_id"]
             assert local[txn_id].sent, f"{txn_id} reached the primary without being marked sent"
             account, amount = self.entries[txn_id]
             assert (e["account"], e["amount_cents"]) == (LABELS[account], amount)
             if txn_id in self.primary.applied:
-                verdicts[txn_id] = jr.Verdict("duplicate", self.primary.applied[txn_id], 0)
+                verdicts[txn_id] = MergeVerdict("duplicate", self.primary.applied[txn_id], 0)
             elif data.draw(st.integers(0, 4), label="primary refuses") != 0:
                 seq = self.primary.add(account, amount)
                 self.primary.applied[txn_id] = seq
-                verdicts[txn_id] = jr.Verdict("applied", seq, 0)
+                verdicts[txn_id] = MergeVerdict("applied", seq, 0)
             else:
-                verdicts[txn_id] = jr.Verdict("rejected", reason="insufficient balance")
+                verdicts[txn_id] = MergeVerdict("rejected", reason="insufficient balance")
         if not data.draw(st.booleans(), label="answer arrives"):
             raise httpx.ReadTimeout("the answer was lost")
         return answered(verdicts)
 
-    def _upload(self, data: st.DataObject, txn_ids: list[str]) -> dict[str, jr.Verdict] | None:
-        """The site's real `Pusher.push` (mark sent, upload, record) against the model primary."""
+    def _upload(self, data: st.DataObject, txn_ids: list[str]) -> dict[str, MergeVerdict] | None:
+        """The site's real `Merger.merge` (mark sent, upload, record) against the model primary."""
         entries = self.db.read_sync(lambda d: jr.rows(d, txn_ids))
         self._data = data
         try:
-            return self.pusher.push(entries, 1.0)
+            return self.merger.merge(entries, 1.0)
         finally:
             self._data = None
 
@@ -187,7 +191,7 @@ class JournalMachine(RuleBasedStateMachine):
     def charge(self, account: int, amount: int, flags: tuple[str, ...], sent: bool) -> None:
         """A charge; `sent`: online, its request pushes it right after the commit."""
         self.counter += 1
-        self._append(f"t{self.counter}", account, amount, flags, sent)
+        self._append(str(uuid.UUID(int=self.counter)), account, amount, flags, sent)
 
     @precondition(lambda self: any(r.status == "rejected" for r in self.local().values()))
     @rule(data=st.data(), account=st.sampled_from(list(ACCOUNTS)), flags=st.sampled_from(FLAG_SETS))
@@ -207,7 +211,7 @@ class JournalMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(r.status == "pending" for r in self.local().values()))
     @rule(data=st.data())
     def push(self, data: st.DataObject) -> None:
-        """An upload (a request's or the pusher's): the primary applies, de-duplicates or rejects
+        """A merge (a request's or the background one's): the primary applies, de-duplicates or rejects
         each entry; the answer to the whole upload may be lost."""
         pending = sorted(t for t, r in self.local().items() if r.status == "pending")
         self._upload(data, data.draw(st.lists(st.sampled_from(pending), min_size=1, max_size=6, unique=True)))
@@ -227,13 +231,16 @@ class JournalMachine(RuleBasedStateMachine):
         balance, last_seq = self.primary.balance_at(account, upto)
         kind, name = ACCOUNTS[account]
         row = {"id": account, "kind": kind, "name": name, "balance_cents": balance, "last_seq": last_seq}
-        page = [{"seq": 1, "table": "accounts", "pk": [account], "row": row}]
-        labels = self.db.read_sync(lambda d: page_accounts(d, page))
+        change = wire.Change(seq=1, table="accounts", pk=[account], row=row)
+        labels = page_accounts(self.db, wire.ChangesOut(cursor=1, reset=False, changes=[change]))
         assert labels == {LABELS[account]}
+        self._data = data
         try:
-            settle_in_doubt(self.db, labels, lambda rows: self._upload(data, [r.txn_id for r in rows]))
-        except SyncFailed:
+            self.merger.settle_in_doubt(labels)
+        except MergeUnsettled:
             return  # the page waits: the next pull reads it again
+        finally:
+            self._data = None
         self.mirror_upto[account] = upto
         self.db.write_sync(
             lambda d: d.execute(

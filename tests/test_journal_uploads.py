@@ -1,4 +1,4 @@
-"""Grouped journal uploads (`Pusher.submit` / `run_uploader`, siteserver/site/charging.py): the
+"""Grouped journal uploads (`Merger.submit` / `run_uploader`, sync/merge.py): the
 requests waiting when an uploader starts go out as one upload, each request gets its own
 verdicts, a request that gave up is left out, a failed upload answers every request None, and
 the upload's timeout is what is left of the requests' budget. The primary's answers come from
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,16 @@ import pytest
 import sqlite_utils
 
 from migrations.site import migrations
+from siteserver.domain.merge import MergeVerdict
 from siteserver.store import Database
 from siteserver.store import journal as jr
 from tests.kit.model import Answer, answered, uploading
 from tests.kit.primary import open_database
+
+
+def t(i: int) -> str:
+    """The i-th test entry's txn_id (a UUID, as every txn_id on the wire)."""
+    return str(uuid.UUID(int=i))
 
 
 @pytest.fixture
@@ -32,7 +39,7 @@ def site_db(tmp_path: Path) -> Iterator[Database]:
         for i in range(1, 7):
             jr.append(
                 d,
-                txn_id=f"t{i}",
+                txn_id=t(i),
                 account="user:alice",
                 amount_cents=-10 * i,
                 kind="copy",
@@ -64,7 +71,7 @@ class Primary:
         verdicts = {}
         for e in wire:
             self.seq += 1
-            verdicts[e["txn_id"]] = jr.Verdict("applied", self.seq, 0)
+            verdicts[e["txn_id"]] = MergeVerdict("applied", self.seq, 0)
         return answered(verdicts)
 
 
@@ -75,27 +82,27 @@ def rows(db: Database, *txn_ids: str) -> list[jr.JournalRow]:
 def test_requests_waiting_together_go_out_as_one_upload(site_db: Database) -> None:
     primary = Primary()
     with uploading(site_db, primary, release=primary.release) as (p, _):
-        first = p.submit(rows(site_db, "t1"), 5)
+        first = p.submit(rows(site_db, t(1)), 5)
         assert primary.entered.wait(5)
         # While the first upload is held open, three more requests arrive; one gives up.
-        second = p.submit(rows(site_db, "t2"), 5)
-        gave_up = p.submit(rows(site_db, "t3"), 5)
-        third = p.submit(rows(site_db, "t4", "t5"), 5)
+        second = p.submit(rows(site_db, t(2)), 5)
+        gave_up = p.submit(rows(site_db, t(3)), 5)
+        third = p.submit(rows(site_db, t(4), t(5)), 5)
         assert gave_up.cancel()
         primary.release.set()
-        assert set(first.result(5) or {}) == {"t1"}
-        assert set(second.result(5) or {}) == {"t2"}
-        assert set(third.result(5) or {}) == {"t4", "t5"}
+        assert set(first.result(5) or {}) == {t(1)}
+        assert set(second.result(5) or {}) == {t(2)}
+        assert set(third.result(5) or {}) == {t(4), t(5)}
         assert gave_up.cancelled()
-        assert primary.uploads == [["t1"], ["t2", "t4", "t5"]]
+        assert primary.uploads == [[t(1)], [t(2), t(4), t(5)]]
         # Marked sent before they left, answered after; t3 (given up) never left.
-        status = {r.txn_id: (r.status, r.sent) for r in rows(site_db, "t1", "t2", "t3", "t4", "t5")}
+        status = {r.txn_id: (r.status, r.sent) for r in rows(site_db, t(1), t(2), t(3), t(4), t(5))}
         assert status == {
-            "t1": ("applied", True),
-            "t2": ("applied", True),
-            "t3": ("pending", False),
-            "t4": ("applied", True),
-            "t5": ("applied", True),
+            t(1): ("applied", True),
+            t(2): ("applied", True),
+            t(3): ("pending", False),
+            t(4): ("applied", True),
+            t(5): ("applied", True),
         }
 
 
@@ -109,12 +116,12 @@ def test_a_failed_upload_answers_every_request_none(site_db: Database) -> None:
     answers: list[Answer] = [broken, lost]
     for answer in answers:
         with uploading(site_db, answer) as (p, endpoints):
-            a = p.submit(rows(site_db, "t1"), 5)
-            b = p.submit(rows(site_db, "t2"), 5)
+            a = p.submit(rows(site_db, t(1)), 5)
+            b = p.submit(rows(site_db, t(2)), 5)
             assert a.result(5) is None and b.result(5) is None
             # The uploader survived: it takes the next request too.
-            assert p.submit(rows(site_db, "t6"), 5).result(5) is None
-        assert [r.status for r in rows(site_db, "t1", "t2", "t6")] == ["pending"] * 3
+            assert p.submit(rows(site_db, t(6)), 5).result(5) is None
+        assert [r.status for r in rows(site_db, t(1), t(2), t(6))] == ["pending"] * 3
         if answer is lost:
             assert endpoints.current().state == "down"  # a network failure counted against the endpoint
 
@@ -122,9 +129,9 @@ def test_a_failed_upload_answers_every_request_none(site_db: Database) -> None:
 def test_the_upload_gets_what_is_left_of_the_budget(site_db: Database) -> None:
     primary = Primary()
     with uploading(site_db, primary, release=primary.release) as (p, _):
-        first = p.submit(rows(site_db, "t1"), 5)
+        first = p.submit(rows(site_db, t(1)), 5)
         assert primary.entered.wait(5)
-        waiting = p.submit(rows(site_db, "t2"), 0.5)
+        waiting = p.submit(rows(site_db, t(2)), 0.5)
         time.sleep(0.3)  # t2 waits for an uploader for most of its budget
         primary.release.set()
         assert first.result(5) is not None and waiting.result(5) is not None

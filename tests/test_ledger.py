@@ -78,21 +78,25 @@ def apply(db: Database, entries: list[Entry], *, epoch: int = 1) -> list[Outcome
 
 
 def balance(db: Database, account_id: int) -> int:
-    return db.read_sync(
-        lambda d: d.execute("SELECT balance_cents FROM accounts WHERE id = ?", [account_id]).fetchone()[0]
+    return int(
+        db.read_sync(
+            lambda d: d.execute("SELECT balance_cents FROM accounts WHERE id = ?", [account_id]).fetchone()[0]
+        )
     )
 
 
 def ledger_sum(db: Database, account_id: int) -> int:
-    return db.read_sync(
-        lambda d: d.execute(
-            "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger WHERE account_id = ?", [account_id]
-        ).fetchone()[0]
+    return int(
+        db.read_sync(
+            lambda d: d.execute(
+                "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger WHERE account_id = ?", [account_id]
+            ).fetchone()[0]
+        )
     )
 
 
 def ledger_count(db: Database) -> int:
-    return db.read_sync(lambda d: d.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+    return int(db.read_sync(lambda d: d.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]))
 
 
 # -- the pure rule -----------------------------------------------------------------------------

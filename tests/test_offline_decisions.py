@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from siteserver.domain import AccountState, Enforcement, OfflinePolicies, authorize
-from siteserver.domain.offline import Ask, Caps, decide, target_of
+from siteserver.domain.offline import Caps, ChargeQuestion, decide, target_of
 
 A, F = Enforcement.AUTHORIZE, Enforcement.FACT
 
@@ -15,7 +15,7 @@ def pol(**kw: object) -> OfflinePolicies:
     return OfflinePolicies.model_validate(kw)
 
 
-def ask(cost: int = 100, enf: Enforcement = A, **kw: object) -> Ask:
+def ask(cost: int = 100, enf: Enforcement = A, **kw: object) -> ChargeQuestion:
     base: dict[str, object] = {
         "username": "alice",
         "cost_cents": cost,
@@ -23,7 +23,7 @@ def ask(cost: int = 100, enf: Enforcement = A, **kw: object) -> Ask:
         "user_known": True,
     }
     base.update(kw)
-    return Ask(**base)  # type: ignore[arg-type]
+    return ChargeQuestion(**base)  # type: ignore[arg-type]
 
 
 RICH = AccountState(10_000, True, 0)
@@ -131,7 +131,7 @@ policies = st.builds(
 )
 states = st.builds(AccountState, st.integers(-10_000, 10_000), st.booleans(), st.integers(0, 5_000))
 asks = st.builds(
-    Ask,
+    ChargeQuestion,
     username=st.just("u"),
     cost_cents=st.integers(0, 20_000),
     enforcement=st.sampled_from([A, F]),
@@ -149,7 +149,9 @@ caps = st.builds(
 
 
 @given(asks, policies, states, caps)
-def test_offline_decisions_hold_their_promises(q: Ask, p: OfflinePolicies, s: AccountState, c: Caps) -> None:
+def test_offline_decisions_hold_their_promises(
+    q: ChargeQuestion, p: OfflinePolicies, s: AccountState, c: Caps
+) -> None:
     accounts = {None: s, "Marketing": s, "Offline Account": s, "Guests": s}
     d = decide(q, p, accounts, offline=True, caps=c)
     assert "offline" in d.flags
@@ -176,7 +178,9 @@ def test_offline_decisions_hold_their_promises(q: Ask, p: OfflinePolicies, s: Ac
 
 
 @given(asks, policies, states, caps)
-def test_online_decisions_are_the_primary_rule(q: Ask, p: OfflinePolicies, s: AccountState, c: Caps) -> None:
+def test_online_decisions_are_the_primary_rule(
+    q: ChargeQuestion, p: OfflinePolicies, s: AccountState, c: Caps
+) -> None:
     d = decide(q, p, {None: s, "Marketing": s}, offline=False, caps=c)
     assert d.flags == ()
     if d.allowed:

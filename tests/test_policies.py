@@ -21,7 +21,7 @@ CONTRACT_DEFAULTS = """
 
 
 def _with(**changes: Any) -> dict[str, Any]:
-    doc = json.loads(CONTRACT_DEFAULTS)
+    doc: dict[str, Any] = json.loads(CONTRACT_DEFAULTS)
     for path, value in changes.items():
         *parents, leaf = path.split("__")
         node = doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
 
 import pytest
 from hypothesis import given
@@ -138,7 +139,8 @@ def test_scan_and_fax_per_page() -> None:
 
 
 def test_scan_and_fax_ignore_color_price_and_duplex_discount() -> None:
-    for kind, per_page in (("scan", 2), ("fax", 15)):
+    cases: tuple[tuple[Literal["scan", "fax"], int], ...] = (("scan", 2), ("fax", 15))
+    for kind, per_page in cases:
         q = quote_usage(COLOR_DUPLEX, kind=kind, pages=10, color=True, duplex=True)
         assert q.cost_cents == 10 * per_page
         assert q.duplex is False

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from siteserver.site.identity import Identity
+from sync import wire
 from sync.client import SyncClient
 from tests.kit.primary import Primary, expect_error
 from tests.kit.site import (
@@ -203,9 +204,8 @@ def test_findme_release_usage_and_the_journal(primary: Primary, branch: Branch) 
     }
     with SyncClient(primary.url, SITE, Identity(branch.data_dir).load_key()) as client:
         for _ in range(2):
-            up = client.upload_journal([entry])
-            assert up.status_code == 200, up.text
-            assert up.json()["results"][0]["status"] == "duplicate"
+            merged = client.merge([wire.JournalEntry.model_validate(entry)])
+            assert merged.results[0].status == "duplicate"
     assert balance_at_primary(primary, "bob") == 890
 
     # Carol (restricted, no funds) is denied at the site, and the job stays held.
@@ -301,7 +301,7 @@ def test_pending_entries_are_pushed_in_the_background(primary: Primary, branch: 
     with branch.admin() as c:
         r = c.post("/api/admin/v1/merge")
         assert r.status_code == 200, r.text
-        assert r.json()["pushed"] == 0 and r.json()["journal"]["pending"] == 0
+        assert r.json()["merged"] == 0 and r.json()["journal"]["pending"] == 0
 
 
 def test_without_the_primary_the_local_decision_stands(primary: Primary, tmp_path: Path) -> None:
@@ -446,8 +446,8 @@ def test_a_lost_answer_is_never_counted_twice(primary: Primary, branch: Branch) 
             "occurred_at": occurred,
         }
         with SyncClient(primary.url, SITE, Identity(branch.data_dir).load_key()) as client:
-            up = client.upload_journal([entry])
-            assert up.status_code == 200 and up.json()["results"][0]["status"] == "applied", up.text
+            merged = client.merge([wire.JournalEntry.model_validate(entry)])
+            assert merged.results[0].status == "applied", merged
         eventually(lambda: (460, "duplicate") in seen or (460, "applied") in seen, 10.0, "fay's row mirrored")
     finally:
         stop.set()

@@ -15,7 +15,7 @@ from siteserver.site.identity import Identity
 from sync import signing
 from sync.client import SyncClient
 from tests.kit.primary import Primary, expect_error, new_site, site_row
-from tests.kit.site import SITE
+from tests.kit.site import SITE, heartbeat
 
 
 def _site_config(tmp: Path, name: str, primary_urls: list[str], site_id: str = SITE) -> Path:
@@ -71,7 +71,7 @@ def test_enroll_then_heartbeat(primary: Primary, tmp_path: Path) -> None:
     assert row["enrolled"] is True and row["enrolled_at"]
     # The key it made signs requests the primary accepts.
     with SyncClient(primary.url, SITE, ident.load_key()) as c:
-        assert c.heartbeat("online", 0, "1").status_code == 200
+        assert heartbeat(c, "online", 0, "1").status_code == 200
 
     # The same token again (another machine, another data_dir): refused, exit 2, one sentence.
     again = _enroll(_site_config(tmp_path, "site-again", [primary.url]), token)
@@ -80,7 +80,7 @@ def test_enroll_then_heartbeat(primary: Primary, tmp_path: Path) -> None:
     assert "refused the enrollment token" in msg and token not in msg
     # The first enrollment still holds.
     with SyncClient(primary.url, SITE, ident.load_key()) as c:
-        assert c.heartbeat("online", 0, "1").status_code == 200
+        assert heartbeat(c, "online", 0, "1").status_code == 200
 
 
 def test_wrong_token_and_unreachable_primary(primary: Primary, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_reissued_token_and_old_key(primary: Primary, tmp_path: Path) -> None:
         expect_error(c.post("/api/admin/v1/sites/nowhere/enrollment-token"), 404)
     # The old key stops working at once; the site shows as not enrolled until it re-enrolls.
     with SyncClient(primary.url, SITE, old_key) as c:
-        expect_error(c.heartbeat("online", 0, "1"), 401, "unknown_site")
+        expect_error(heartbeat(c, "online", 0, "1"), 401, "unknown_site")
     assert site_row(primary, SITE)["enrolled"] is False
 
     # The replacement machine enrolls with the new token and a new key.
@@ -125,9 +125,9 @@ def test_reissued_token_and_old_key(primary: Primary, tmp_path: Path) -> None:
     assert r2.returncode == 0, r2.stderr
     new_key = Identity(tmp_path / "new").load_key()
     with SyncClient(primary.url, SITE, new_key) as c:
-        assert c.heartbeat("online", 0, "1").status_code == 200
+        assert heartbeat(c, "online", 0, "1").status_code == 200
     with SyncClient(primary.url, SITE, old_key) as c:
-        expect_error(c.heartbeat("online", 0, "1"), 401, "bad_signature")
+        expect_error(heartbeat(c, "online", 0, "1"), 401, "bad_signature")
     # The enrollment token endpoint needs the admin token.
     r3 = httpx.post(f"{primary.url}/api/admin/v1/sites/{SITE}/enrollment-token", timeout=30)
     expect_error(r3, 401)

@@ -18,17 +18,13 @@ import pytest
 from migrations.site import migrations as site_migrations
 from siteserver.domain import SecretHasher
 from siteserver.site.identity import Identity
-from siteserver.site.mirror import (
-    Endpoints,
-    Mirror,
-    SyncFailed,
-    apply_page,
-    bootstrap,
-    read_state,
-    stored_cursor,
-)
-from siteserver.store import Database
+from siteserver.store import Database, sync_state
+from sync import wire
 from sync.client import SyncClient
+from sync.endpoints import Endpoints
+from sync.errors import SyncFailed
+from sync.pull import Mirror, bootstrap
+from sync.pull import apply_page as apply_changes
 from tests.kit.model import Handler, model_client, model_endpoint
 from tests.kit.primary import Primary, expect_error, open_database, site_row
 from tests.kit.site import SITE, Branch, configure_site, eventually, query_site_db
@@ -87,6 +83,20 @@ def site_db(tmp_path: Path) -> Iterator[Database]:
         yield db
 
 
+def stored_cursor(db: Database) -> int | None:
+    return db.read_sync(sync_state.bootstrapped_cursor)
+
+
+def read_state(db: Database) -> dict[str, str]:
+    """The site's `sync_state` table as it is stored."""
+    return db.read_sync(lambda conn: dict(conn.execute("SELECT key, value FROM sync_state").fetchall()))
+
+
+def apply_page(db: Database, after: int, page: dict[str, Any]) -> bool:
+    """A page of changes as the primary sends it (parsed as the site's pull parses it)."""
+    return apply_changes(db, after, wire.ChangesOut.model_validate(page))
+
+
 def rows(db: Database, sql: str) -> list[tuple[Any, ...]]:
     return db.read_sync(lambda d: [tuple(r) for r in d.execute(sql).fetchall()])
 
@@ -117,13 +127,13 @@ def test_bootstrap_in_batches_replaces_the_mirror(site_db: Database) -> None:
     assert stored_cursor(site_db) == 7
     assert rows(site_db, "SELECT count(*) FROM users") == [(5,)]
     assert rows(site_db, "SELECT count(*) FROM user_cards") == [(5,)]
-    first = site_db.read_sync(read_state)["bootstrapped_at"]
+    first = read_state(site_db)["bootstrapped_at"]
 
     # A second bootstrap replaces everything: rows gone on the primary are gone here too.
     assert bootstrap(snapshot_client(9, world_rows(2)), site_db) == 9
     assert rows(site_db, "SELECT username FROM users ORDER BY 1") == [("u1",), ("u2",)]
     assert rows(site_db, "SELECT count(*) FROM accounts") == [(2,)]
-    assert site_db.read_sync(read_state)["bootstrapped_at"] >= first
+    assert read_state(site_db)["bootstrapped_at"] >= first
 
 
 def test_bootstrap_cut_short_is_not_a_bootstrap(site_db: Database) -> None:
@@ -132,7 +142,7 @@ def test_bootstrap_cut_short_is_not_a_bootstrap(site_db: Database) -> None:
     with pytest.raises(SyncFailed, match="end line"):
         bootstrap(cut, site_db, batch_rows=3)
     assert stored_cursor(site_db) is None  # retried on the next pull
-    state = site_db.read_sync(read_state)
+    state = read_state(site_db)
     assert "cursor" not in state and "bootstrapped_at" not in state
     refused = model_client(lambda r: httpx.Response(503, json={"error": "not_active", "detail": "x"}))
     with pytest.raises(SyncFailed) as e:
@@ -247,7 +257,7 @@ def test_follower_backs_off_resets_and_never_dies(site_db: Database) -> None:
     assert sleeps[:2] == [0.5, 1.0]  # backed off after the two refused connections
     assert fake.calls.count("/api/sync/v1/snapshot") == 2  # the first, and after the reset
     assert rows(site_db, "SELECT username FROM users") == [("u1",)]  # the snapshot again
-    assert endpoints.view()["active"] == "http://primary.test"
+    assert endpoints.view().active == "http://primary.test"
 
 
 # -- integration: a real primary and a real site process -----------------------------------------
@@ -391,10 +401,10 @@ def test_endpoints_rotate_past_down_and_passive_members(site_db: Database) -> No
         mirror.pull_now()
     assert mirror.pull_now() == 5  # the third answers: bootstrapped
     view = endpoints.view()
-    assert view["active"] == "http://c.test"
-    assert [(e["url"], e["state"]) for e in view["endpoints"]] == [
+    assert view.active == "http://c.test"
+    assert [(e.url, e.state) for e in view.endpoints] == [
         ("http://a.test", "down"),
         ("http://b.test", "passive"),
         ("http://c.test", "active"),
     ]
-    assert view["endpoints"][2]["last_ok_at"] and view["endpoints"][0]["last_ok_at"] is None
+    assert view.endpoints[2].last_ok_at and view.endpoints[0].last_ok_at is None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from migrations.mirrored import MIRRORED_TABLES
 from migrations.primary import migrations as primary_migrations
 from migrations.site import migrations as site_migrations
-from migrations.mirrored import MIRRORED_TABLES
 from tests.kit.primary import open_database
 
 

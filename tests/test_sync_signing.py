@@ -11,10 +11,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from siteserver import sample
-from sync import signing
-from sync.client import HEARTBEAT_PATH, SyncClient, enroll
+from sync import signing, wire
+from sync.client import SyncClient, enroll
 from tests.kit.primary import Primary, expect_error, new_site, site_row
-from tests.kit.site import EnrolledSite, enrolled_site
+from tests.kit.site import EnrolledSite, enrolled_site, heartbeat
+
+HEARTBEAT_PATH = wire.url_path(wire.HEARTBEAT_PATH)
 
 NOW = 1_767_225_600.0
 PATH = "/api/sync/v1/heartbeat"
@@ -195,7 +197,7 @@ HB = {"mode": "offline", "journal_backlog": 7, "version": "0.1"}
 def test_signed_heartbeat_over_http(primary: Primary) -> None:
     site = _site(primary)
     with site.client() as c:
-        r = c.heartbeat("offline", 7, "0.1")
+        r = heartbeat(c, "offline", 7, "0.1")
         assert r.status_code == 200, r.text
         body = r.json()
         assert set(body) == {"primary_time", "server_uuid", "epoch"}
@@ -244,12 +246,12 @@ def test_refused_requests_over_http(primary: Primary) -> None:
     # Stale, both ways.
     for skew in (-3600, 3600):
         with site.client(clock=lambda skew=skew: time.time() + skew) as c:  # type: ignore[misc]
-            expect_error(c.heartbeat("online", 0, "1"), 401, "stale_request")
+            expect_error(heartbeat(c, "online", 0, "1"), 401, "stale_request")
     # Unknown site, and a known site with the wrong key.
     with SyncClient(primary.url, "nowhere", site.key) as c:
-        expect_error(c.heartbeat("online", 0, "1"), 401, "unknown_site")
+        expect_error(heartbeat(c, "online", 0, "1"), 401, "unknown_site")
     with SyncClient(primary.url, site.site_id, signing.generate_key()) as c:
-        expect_error(c.heartbeat("online", 0, "1"), 401, "bad_signature")
+        expect_error(heartbeat(c, "online", 0, "1"), 401, "bad_signature")
 
 
 def test_disabled_site_over_http(primary: Primary) -> None:
@@ -258,11 +260,11 @@ def test_disabled_site_over_http(primary: Primary) -> None:
         r = admin.patch(f"/api/admin/v1/sites/{site.site_id}", json={"disabled": True})
         assert r.status_code == 200, r.text
         assert r.json()["disabled"] is True and r.json()["site_id"] == site.site_id
-        expect_error(c.heartbeat("online", 0, "1"), 403, "site_disabled")
+        expect_error(heartbeat(c, "online", 0, "1"), 403, "site_disabled")
         r = admin.patch(f"/api/admin/v1/sites/{site.site_id}", json={"disabled": False, "name": "Renamed"})
         assert r.status_code == 200, r.text
         assert r.json()["name"] == "Renamed" and r.json()["disabled"] is False
-        assert c.heartbeat("online", 0, "1").status_code == 200
+        assert heartbeat(c, "online", 0, "1").status_code == 200
         expect_error(admin.patch("/api/admin/v1/sites/nowhere", json={"disabled": True}), 404)
         expect_error(admin.patch(f"/api/admin/v1/sites/{site.site_id}", json={"bogus": 1}), 422)
 
@@ -288,8 +290,16 @@ def test_enroll_token_works_once(primary: Primary) -> None:
     token = new_site(primary, "b2")
     pub = signing.public_key_text(signing.generate_key())
     # Wrong token, unknown site, empty body, malformed: one answer, and the token survives them.
-    expect_error(enroll(primary.url, "b2", token + "x", pub), 401, "invalid_enrollment_token")
-    expect_error(enroll(primary.url, "nope", token, pub), 401, "invalid_enrollment_token")
+    expect_error(
+        enroll(primary.url, wire.EnrollIn(site_id="b2", enrollment_token=token + "x", public_key=pub)),
+        401,
+        "invalid_enrollment_token",
+    )
+    expect_error(
+        enroll(primary.url, wire.EnrollIn(site_id="nope", enrollment_token=token, public_key=pub)),
+        401,
+        "invalid_enrollment_token",
+    )
     enroll_url = primary.url + "/api/sync/v1/enroll"
     expect_error(httpx.post(enroll_url, json={}, timeout=30), 401, "invalid_enrollment_token")
     expect_error(httpx.post(enroll_url, content=b"{nope", timeout=30), 401, "invalid_enrollment_token")
@@ -297,7 +307,11 @@ def test_enroll_token_works_once(primary: Primary) -> None:
     body = {"site_id": "b2", "enrollment_token": token, "public_key": pub}
     expect_error(httpx.post(enroll_url, json={**body, "extra": 1}, timeout=30), 422)
     expect_error(httpx.post(enroll_url, json={**body, "public_key": "x"}, timeout=30), 422)
-    r = enroll(primary.url, "b2", token, pub)
+    r = enroll(primary.url, wire.EnrollIn(site_id="b2", enrollment_token=token, public_key=pub))
     assert r.status_code == 200, r.text
     assert len(bytes.fromhex(r.json()["pepper"])) >= 16
-    expect_error(enroll(primary.url, "b2", token, pub), 401, "invalid_enrollment_token")
+    expect_error(
+        enroll(primary.url, wire.EnrollIn(site_id="b2", enrollment_token=token, public_key=pub)),
+        401,
+        "invalid_enrollment_token",
+    )

@@ -17,11 +17,11 @@ import pytest
 
 from siteserver.config import Wan
 from siteserver.site.identity import Identity
-from siteserver.site.mirror import Endpoint, Endpoints
 from siteserver.site.monitor import WanMonitor
 from siteserver.store import Database
 from sync import signing
 from sync.client import SyncClient
+from sync.endpoints import Endpoint, Endpoints
 from tests.kit.primary import Pair, start_primary
 from tests.kit.site import Branch, eventually, start_branch
 

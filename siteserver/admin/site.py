@@ -111,4 +111,4 @@ class SiteAdmin:
             merged += sent
             if sent == 0:
                 break
-        return contract.MergeNowOut(pushed=merged, journal=await self.db.read(journal_counts))
+        return contract.MergeNowOut(merged=merged, journal=await self.db.read(journal_counts))

@@ -3,7 +3,7 @@
 States: `online`, `offline`, `reconciling`. Inputs, one at a time:
 
 - `round(any_active)`: one WAN probe round; good when any primary endpoint answered active.
-- `push_missed()`: a journal push missed its request budget. It counts as one failed round, so it
+- `merge_missed()`: a merge missed its request budget. It counts as one failed round, so it
   speeds detection up; it never replaces the threshold.
 - `drained()`: the journal has no pending entries.
 
@@ -84,9 +84,9 @@ class ModeMachine:
                 )
         return None
 
-    def push_missed(self) -> Transition | None:
+    def merge_missed(self) -> Transition | None:
         """A journal push missed its budget: counts as one failed round."""
-        return self._failed("a journal push missed its budget")
+        return self._failed("a merge missed its budget")
 
     def drained(self) -> Transition | None:
         """The journal has no pending entries: reconciling hands back to online."""

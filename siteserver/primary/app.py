@@ -22,7 +22,7 @@ from siteserver.desk import FrontDesk
 from siteserver.desk.charging import LedgerCharging
 from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
-from siteserver.serving import serve
+from siteserver.serving import serve_role
 from siteserver.store import Database, feed
 from sync.service import SyncService
 
@@ -176,17 +176,14 @@ def run(config: PrimaryConfig) -> int:
         "enabled" if config.high_availability_guard.enabled else "disabled",
         config.data_dir,
     )
-    try:
-        started = serve(
-            server.app(),
-            host=config.host,
-            port=config.port,
-            access_log=config.access_log,
-            log_config=log_config,
-        )
-    finally:
-        server.stop()
-    return 0 if started else 1
+    return serve_role(
+        server.app(),
+        host=config.host,
+        port=config.port,
+        access_log=config.access_log,
+        log_config=log_config,
+        stop=server.stop,
+    )
 
 
 __all__ = ["EXIT_DUPLICATE_UUID", "PrimaryServer", "run"]

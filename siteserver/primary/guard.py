@@ -24,7 +24,7 @@ import sqlite_utils
 
 from siteserver.config import HighAvailabilityGuard
 from siteserver.domain import NotActive
-from siteserver.store import Database
+from siteserver.store import Database, lease
 from siteserver.timeutil import now_iso
 
 log = logging.getLogger("siteserver.ha")
@@ -117,13 +117,13 @@ class Guard:
         """Active and renewed recently: a member that was frozen stops answering at once."""
         return self.role is Role.ACTIVE and self.clock() - self._last_renewed < self.interval
 
-    def fence(self, db: sqlite_utils.Database) -> None:
+    def fence(self, conn: sqlite_utils.Database) -> None:
         """Run first inside every write transaction: refuse unless we still hold the epoch."""
         if self.role not in (Role.ACTIVE, Role.STARTING):
             raise NotActive("this application server is passive and does not write")
-        holder, epoch = db.execute("SELECT holder_uuid, epoch FROM ha_lease WHERE id = 1").fetchone()
-        if holder != self.server_uuid or epoch != self.epoch:
-            self._step_down(f"fenced: epoch {self.epoch} was replaced by epoch {epoch} ({holder})")
+        held = lease.read_lease(conn)
+        if held.holder != self.server_uuid or held.epoch != self.epoch:
+            self._step_down(f"fenced: epoch {self.epoch} was replaced by epoch {held.epoch} ({held.holder})")
             raise NotActive("this application server was replaced by another active member")
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -156,19 +156,18 @@ class Guard:
     # -- internals ---------------------------------------------------------------------------
 
     def _register(self) -> None:
-        row = self.db.write_sync(self._read_member, fenced=False)
-        if row is not None:
-            instance_id, host_id, pid, beat = row
-            if host_id == self.host_id and not _pid_alive(pid):
-                log.info("replacing the record of this server's previous run (pid %s)", pid)
+        found = self.db.write_sync(self._read_member, fenced=False)
+        if found is not None:
+            if found.host_id == self.host_id and not _pid_alive(found.pid):
+                log.info("replacing the record of this server's previous run (pid %s)", found.pid)
             else:
                 # Is that other instance still beating? Watch its counter for two beats.
                 time.sleep(self.heartbeat_secs * 2.5 + 0.2)
                 later = self.db.write_sync(self._read_member, fenced=False)
-                if later is not None and (later[3] != beat or later[0] != instance_id):
+                if later is not None and (later.beat != found.beat or later.instance_id != found.instance_id):
                     msg = (
                         f"DUPLICATE SERVER UUID {self.server_uuid}: another live application server "
-                        f"(host {later[1]}, pid {later[2]}) uses the same server.uuid. This happens "
+                        f"(host {later.host_id}, pid {later.pid}) uses the same server.uuid. This happens "
                         "after cloning a VM: stop this server, delete its data_dir/server.uuid and "
                         "start it again. Refusing to start: two servers with one identity corrupt "
                         "the database."
@@ -177,53 +176,29 @@ class Guard:
                     raise DuplicateServer(msg)
         self.db.write_sync(self._claim_member, fenced=False)
 
-    def _read_member(self, db: sqlite_utils.Database) -> tuple[str, str, int, int] | None:
-        row = db.execute(
-            "SELECT instance_id, host_id, pid, beat FROM ha_members WHERE server_uuid = ?",
-            [self.server_uuid],
-        ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3])
+    def _read_member(self, conn: sqlite_utils.Database) -> lease.Member | None:
+        return lease.read_member(conn, self.server_uuid)
 
-    def _claim_member(self, db: sqlite_utils.Database) -> None:
-        now = now_iso()
-        db.execute(
-            "INSERT INTO ha_members (server_uuid, instance_id, host_id, pid, role, started_at, seen_at, beat)"
-            " VALUES (?,?,?,?,?,?,?,0) ON CONFLICT(server_uuid) DO UPDATE SET"
-            " instance_id = excluded.instance_id, host_id = excluded.host_id, pid = excluded.pid,"
-            " role = excluded.role, started_at = excluded.started_at, seen_at = excluded.seen_at, beat = 0",
-            [self.server_uuid, self.instance_id, self.host_id, os.getpid(), self.role.value, now, now],
-        )
+    def _claim_member(self, conn: sqlite_utils.Database) -> None:
+        me = lease.Member(self.instance_id, self.host_id, os.getpid(), 0)
+        lease.claim_member(conn, self.server_uuid, me, role=self.role.value, now=now_iso())
 
-    def _beat_member(self, db: sqlite_utils.Database) -> None:
-        cur = db.execute(
-            "UPDATE ha_members SET beat = beat + 1, seen_at = ?, role = ?"
-            " WHERE server_uuid = ? AND instance_id = ?",
-            [now_iso(), self.role.value, self.server_uuid, self.instance_id],
-        )
-        if cur.rowcount == 0:
+    def _beat_member(self, conn: sqlite_utils.Database) -> None:
+        if not lease.beat_member(
+            conn, self.server_uuid, self.instance_id, role=self.role.value, now=now_iso()
+        ):
             raise DuplicateServer(
                 f"DUPLICATE SERVER UUID {self.server_uuid}: another server claimed this identity"
             )
 
-    def _take_lease_unconditionally(self, db: sqlite_utils.Database) -> None:
-        db.execute(
-            "UPDATE ha_lease SET holder_uuid = ?, epoch = epoch + 1, beat = beat + 1, renewed_at = ?"
-            " WHERE id = 1",
-            [self.server_uuid, now_iso()],
-        )
-        self.epoch = db.execute("SELECT epoch FROM ha_lease WHERE id = 1").fetchone()[0]
+    def _take_lease_unconditionally(self, conn: sqlite_utils.Database) -> None:
+        self.epoch = lease.take_lease(conn, self.server_uuid, now_iso())
         self._last_renewed = self.clock()
         self.role = Role.STARTING
 
-    def _release(self, db: sqlite_utils.Database) -> None:
-        db.execute(
-            "UPDATE ha_lease SET holder_uuid = NULL WHERE id = 1 AND holder_uuid = ? AND epoch = ?",
-            [self.server_uuid, self.epoch],
-        )
-        db.execute(
-            "DELETE FROM ha_members WHERE server_uuid = ? AND instance_id = ?",
-            [self.server_uuid, self.instance_id],
-        )
+    def _release(self, conn: sqlite_utils.Database) -> None:
+        lease.free_lease(conn, self.server_uuid, self.epoch)
+        lease.forget_member(conn, self.server_uuid, self.instance_id)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.heartbeat_secs):
@@ -272,26 +247,22 @@ class Guard:
         if self.db.write_sync(self._watch, fenced=False):
             self._begin_activation()
 
-    def _renew(self, db: sqlite_utils.Database) -> bool:
-        self._beat_member(db)
-        holder, epoch = db.execute("SELECT holder_uuid, epoch FROM ha_lease WHERE id = 1").fetchone()
-        if holder != self.server_uuid or epoch != self.epoch:
+    def _renew(self, conn: sqlite_utils.Database) -> bool:
+        self._beat_member(conn)
+        held = lease.read_lease(conn)
+        if held.holder != self.server_uuid or held.epoch != self.epoch:
             return False
-        db.execute("UPDATE ha_lease SET beat = beat + 1, renewed_at = ? WHERE id = 1", [now_iso()])
+        lease.renew_lease(conn, now_iso())
         return True
 
-    def _give_way(self, db: sqlite_utils.Database) -> None:
-        db.execute(
-            "UPDATE ha_lease SET holder_uuid = NULL WHERE id = 1 AND holder_uuid = ? AND epoch = ?",
-            [self.server_uuid, self.epoch],
-        )
+    def _give_way(self, conn: sqlite_utils.Database) -> None:
+        lease.free_lease(conn, self.server_uuid, self.epoch)
 
-    def _watch(self, db: sqlite_utils.Database) -> bool:
+    def _watch(self, conn: sqlite_utils.Database) -> bool:
         """Passive: note the lease's beat; take it over when it has been still for the interval."""
-        self._beat_member(db)
-        holder, epoch, beat = db.execute(
-            "SELECT holder_uuid, epoch, beat FROM ha_lease WHERE id = 1"
-        ).fetchone()
+        self._beat_member(conn)
+        seen = lease.read_lease(conn)
+        holder, beat = seen.holder, seen.beat
         now = self.clock()
         if beat != self._seen_beat or holder != self._seen_holder:
             self._seen_beat, self._seen_holder, self._seen_at = beat, holder, now
@@ -299,12 +270,7 @@ class Guard:
             return False
         if holder is not None and now - self._seen_at < self.interval:
             return False
-        db.execute(
-            "UPDATE ha_lease SET holder_uuid = ?, epoch = epoch + 1, beat = beat + 1, renewed_at = ?"
-            " WHERE id = 1",
-            [self.server_uuid, now_iso()],
-        )
-        self.epoch = epoch + 1
+        self.epoch = lease.take_lease(conn, self.server_uuid, now_iso())
         self._last_renewed = now
         self.role = Role.STARTING
         log.warning(

@@ -32,7 +32,7 @@ from siteserver.desk import FrontDesk
 from siteserver.desk.journal_charging import JournalCharging
 from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_token
-from siteserver.serving import serve
+from siteserver.serving import serve_role
 from siteserver.store import Database, jobs, journal, sync_state
 from siteserver.timeutil import now_iso
 from sync import wire
@@ -116,7 +116,7 @@ class SiteServer:
             budget_secs=config.wan.request_budget_ms / 1000,
             budget_missed=budget_missed,
             # A merge that missed its budget is evidence of a dead WAN: it speeds detection up.
-            on_budget_missed=self.monitor.note_push_missed,
+            on_budget_missed=self.monitor.note_merge_missed,
             limits=config.offline,
         )
         self.desk = FrontDesk.create(
@@ -210,17 +210,14 @@ def run(config: SiteConfig) -> int:
     server = SiteServer(config)
     server.start()
     log.info("site %s listening on %s (data_dir %s)", config.site_id, config.listen, config.data_dir)
-    try:
-        started = serve(
-            server.app(),
-            host=config.host,
-            port=config.port,
-            access_log=config.access_log,
-            log_config=log_config,
-        )
-    finally:
-        server.stop()
-    return 0 if started else 1
+    return serve_role(
+        server.app(),
+        host=config.host,
+        port=config.port,
+        access_log=config.access_log,
+        log_config=log_config,
+        stop=server.stop,
+    )
 
 
 __all__ = ["NotEnrolled", "SiteServer", "check_enrollment", "run"]

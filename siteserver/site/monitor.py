@@ -83,7 +83,7 @@ class WanMonitor:
 
     # -- the hook for the charging code ----------------------------------------------------------
 
-    def note_push_missed(self) -> None:
+    def note_merge_missed(self) -> None:
         """A merge missed its request budget; counted (once) at the next round. Cheap and
         thread-safe: any thread, any number of times."""
         with self._missed_lock:
@@ -146,12 +146,12 @@ class WanMonitor:
             self.on_reconciling()
 
     def step(self) -> dict[str, str]:
-        """One round: probe, feed the machine (missed push, round, drain), record changes."""
+        """One round: probe, feed the machine (missed merge, round, drain), record changes."""
         states = self.probe_round()
         with self._missed_lock:
             missed, self._missed = self._missed, False
         if missed:
-            self._apply(self.machine.push_missed())
+            self._apply(self.machine.merge_missed())
         self._apply(self.machine.round(any(s == "active" for s in states.values())))
         if self.machine.mode == Mode.RECONCILING and self.db.read_sync(journal.pending_count) == 0:
             self._apply(self.machine.drained())

@@ -19,7 +19,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,21 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+@contextlib.contextmanager
+def read_transaction(path: Path | str) -> Iterator[sqlite_utils.Database]:
+    """A read-only connection of its own, in one read transaction (one consistent view however
+    long the reading takes: a snapshot stream, a page of the feed), closed at the end."""
+    conn = connect(path, readonly=True)
+    try:
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
 
 
 @dataclass(slots=True)

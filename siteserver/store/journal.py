@@ -211,7 +211,7 @@ def record(
 ) -> None:
     """Store the primary's answers for the entries as they were uploaded; entries attempted
     without an answer stay pending. Only a pending entry with the uploaded account and amount
-    changes: an answer arriving twice (the pusher and a request) is harmless, and an answer for an
+    changes: an answer arriving twice (the background merge and a request) is harmless, and an answer for an
     earlier version of a re-written entry (rejected, then released again) is not taken for the
     answer to the new one."""
     for e in attempted:

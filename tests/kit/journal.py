@@ -7,10 +7,10 @@ import uuid
 from typing import Any
 
 from siteserver import sample
-from sync.client import JOURNAL_PATH
+from sync import wire
 from tests.kit.primary import Primary
 
-JOURNAL = JOURNAL_PATH
+JOURNAL = wire.url_path(wire.MERGE_PATH)
 OCCURRED = "2026-11-20T09:15:00.123Z"
 
 

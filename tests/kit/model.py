@@ -1,5 +1,5 @@
 """A model primary for in-process tests, behind `httpx.MockTransport`: real `SyncClient`s (and
-real `siteserver.site.mirror.Endpoints` holding them) whose requests a function of the test
+real `sync.endpoints.Endpoints` holding them) whose requests a function of the test
 answers, so everything from signing a request to recording a verdict is the site's real code.
 
 The real primary is exercised over HTTP in the site tests. Here a test must choose every answer,
@@ -17,18 +17,18 @@ from typing import Any
 
 import httpx
 
-from siteserver.site.charging import Pusher
-from siteserver.site.mirror import Endpoint, Endpoints
+from siteserver.domain.merge import MergeVerdict
 from siteserver.store import Database
-from siteserver.store import journal as jr
-from sync import signing
-from sync.client import JOURNAL_PATH, SyncClient
+from sync import signing, wire
+from sync.client import SyncClient
+from sync.endpoints import Endpoint, Endpoints
+from sync.merge import Merger
 
 MODEL_URL = "http://primary.test"
 
 #: A model primary's answer to one request; raise an httpx error for a lost answer.
 Handler = Callable[[httpx.Request], httpx.Response]
-#: (wire entries, timeout) -> the primary's answer to a journal upload
+#: (wire entries, timeout) -> the primary's answer to a merge
 Answer = Callable[[list[dict[str, Any]], float], httpx.Response]
 
 
@@ -44,41 +44,58 @@ def model_endpoint(handler: Handler, *, url: str = MODEL_URL, state: str = "down
 
 
 def journal_handler(answer: Answer) -> Handler:
-    """A handler for journal uploads only: `answer` gets the entries and the request's timeout."""
+    """A handler for merges only: `answer` gets the entries and the request's timeout."""
 
     def handle(request: httpx.Request) -> httpx.Response:
-        assert (request.method, request.url.path) == ("POST", JOURNAL_PATH), request.url
+        assert (request.method, request.url.path) == ("POST", wire.url_path(wire.MERGE_PATH)), request.url
         timeout: dict[str, float] = request.extensions["timeout"]
         return answer(json.loads(request.content)["entries"], timeout["read"])
 
     return handle
 
 
-def answered(verdicts: dict[str, jr.Verdict]) -> httpx.Response:
-    """The primary's 200 answer to a journal upload with these per-entry verdicts."""
+def answered(verdicts: dict[str, MergeVerdict]) -> httpx.Response:
+    """The primary's 200 answer to a merge with these per-entry verdicts (amounts in the receipt
+    are not known here: 0)."""
     results = [
-        {"txn_id": t, "status": v.status, "seq": v.seq, "balance_cents": v.balance_cents, "reason": v.reason}
+        wire.MergeResult.model_validate(
+            {
+                "txn_id": t,
+                "status": v.status,
+                "seq": v.seq,
+                "balance_cents": v.balance_cents,
+                "reason": v.reason,
+            }
+        )
         for t, v in verdicts.items()
     ]
-    return httpx.Response(200, json={"results": results})
+    receipt = wire.Receipt(
+        entries=len(results),
+        applied=sum(r.status == "applied" for r in results),
+        duplicate=sum(r.status == "duplicate" for r in results),
+        rejected=sum(r.status == "rejected" for r in results),
+        applied_cents=0,
+    )
+    body = wire.MergeOut(results=results, receipt=receipt)
+    return httpx.Response(200, content=body.model_dump_json(), headers={"Content-Type": "application/json"})
 
 
-def pusher(db: Database, answer: Answer) -> tuple[Pusher, Endpoints, threading.Event]:
-    """A real Pusher on `db` with one endpoint (state "active") whose journal uploads `answer`
-    answers; set the event to stop its threads."""
+def merger(db: Database, answer: Answer) -> tuple[Merger, Endpoints, threading.Event]:
+    """A real Merger on `db` with one endpoint (state "active") whose merges `answer` answers; set
+    the event to stop its threads."""
     endpoints = Endpoints([model_endpoint(journal_handler(answer), state="active")])
     stop = threading.Event()
-    return Pusher(db, endpoints, stop), endpoints, stop
+    return Merger(db, endpoints, stop), endpoints, stop
 
 
 @contextmanager
 def uploading(
     db: Database, answer: Answer, *, release: threading.Event | None = None
-) -> Iterator[tuple[Pusher, Endpoints]]:
-    """A real Pusher on `db` (uploads answered by `answer`) with its uploader thread running. On
+) -> Iterator[tuple[Merger, Endpoints]]:
+    """A real Merger on `db` (merges answered by `answer`) with its uploader thread running. On
     the way out: its threads told to stop, `release` set (for an answer that may still be holding
     an upload open), the uploader joined and the endpoint's client closed."""
-    p, endpoints, stop = pusher(db, answer)
+    p, endpoints, stop = merger(db, answer)
     thread = threading.Thread(target=p.run_uploader, daemon=True)
     thread.start()
     try:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from siteserver import sample
 from siteserver.launch import RoleProcess, enroll_site, free_port, site_config
-from sync import signing
+from sync import signing, wire
 from sync.client import SyncClient, enroll
 from tests.kit.primary import Primary, new_site
 
@@ -211,7 +211,10 @@ def enrolled_site(primary: Primary, site_id: str = SITE, token: str | None = Non
     bare site made here."""
     token = token or new_site(primary, site_id)
     key = signing.generate_key()
-    r = enroll(primary.url, site_id, token, signing.public_key_text(key))
+    r = enroll(
+        primary.url,
+        wire.EnrollIn(site_id=site_id, enrollment_token=token, public_key=signing.public_key_text(key)),
+    )
     assert r.status_code == 200, r.text
     return EnrolledSite(primary, site_id, key, dict(r.json()))
 
@@ -263,3 +266,9 @@ def submit(
         )
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+def heartbeat(client: SyncClient, mode: str, journal_backlog: int, version: str) -> httpx.Response:
+    """A signed heartbeat, its answer as it came (the tests look at refusals too)."""
+    body = {"mode": mode, "journal_backlog": journal_backlog, "version": version}
+    return client.request("POST", wire.url_path(wire.HEARTBEAT_PATH), json_body=body)
