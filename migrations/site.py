@@ -1,6 +1,6 @@
 """Schema of a site server's database (data_dir/site.db): the mirror and the site's own tables.
 
-The mirrored tables (sync.mirrored.MIRRORED_TABLES) have exactly the primary's columns, in the same
+The mirrored tables (migrations.mirrored.MIRRORED_TABLES) have exactly the primary's columns, in the same
 order (tests/test_site_schema.py keeps them from drifting), with these deliberate differences in
 constraints: no foreign key to the primary-only `sites` table, and no UNIQUE constraint beyond the
 primary key. The primary enforces uniqueness; the mirror applies a page of the change feed (rows
@@ -292,7 +292,7 @@ INSERT INTO offline_exposure (spender, cents)
 @migrations()
 def m004_journal_sent(conn: sqlite_utils.Database) -> None:
     """`sent`: the entry may have reached the primary (set before its first upload, in the same
-    transaction as the entry when a request pushes it at once). A pending entry that was sent is
+    transaction as the entry when a request merges it at once). A pending entry that was sent is
     *in doubt*: the primary may have applied it without its answer reaching the site. The mirror
     settles the entries in doubt of an account before it applies that account's row from the
     feed, so no charge is in the mirrored balance and pending at once (invariant 3)."""

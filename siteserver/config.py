@@ -61,7 +61,7 @@ def _listen(value: str) -> str:
     return value
 
 
-class _RoleConfig(BaseSettings):
+class RoleConfig(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", populate_by_name=True)
 
     data_dir: Path
@@ -93,7 +93,7 @@ class _RoleConfig(BaseSettings):
         return (FlatEnvSource(settings_cls), init_settings)
 
 
-class PrimaryConfig(_RoleConfig):
+class PrimaryConfig(RoleConfig):
     role: Literal["primary"]
     database: Path
     health_key: str | None = Field(None, min_length=16)
@@ -108,7 +108,7 @@ class PrimaryConfig(_RoleConfig):
         return self.secrets_file or self.database.with_name(self.database.name + ".secrets")
 
 
-class SiteConfig(_RoleConfig):
+class SiteConfig(RoleConfig):
     role: Literal["site"]
     site_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
     primary: list[str] = Field(min_length=1)

@@ -12,6 +12,8 @@ from typing import Any
 
 import uvicorn
 
+from siteserver.config import RoleConfig
+
 # A request allocates thousands of short-lived objects. With CPython's default thresholds the
 # collector runs every few requests and now and then walks the whole heap (FastAPI, pydantic and
 # every module), which showed as a 48 ms p99 under load. Startup objects are frozen out of its
@@ -69,18 +71,14 @@ def serve(
 
 
 def serve_role(
-    app: Any,
-    *,
-    host: str,
-    port: int,
-    access_log: bool,
-    log_config: dict[str, Any] | None,
-    stop: Callable[[], None],
+    app: Any, config: RoleConfig, *, log_config: dict[str, Any] | None, stop: Callable[[], None]
 ) -> int:
-    """A role's process: serve until SIGTERM/SIGINT, then `stop` the role (also when serving
-    failed); the exit code: 0, or 1 when the server could not start (port taken)."""
+    """A role's process: serve on `config.listen` until SIGTERM/SIGINT, then `stop` the role (also
+    when serving failed); the exit code: 0, or 1 when the server could not start (port taken)."""
     try:
-        started = serve(app, host=host, port=port, access_log=access_log, log_config=log_config)
+        started = serve(
+            app, host=config.host, port=config.port, access_log=config.access_log, log_config=log_config
+        )
     finally:
         stop()
     return 0 if started else 1

@@ -26,8 +26,10 @@ class Apply:
 
     async def merge(self, site_id: str, body: wire.MergeIn) -> wire.MergeOut:
         """Apply a site's journal entries in one write transaction; one result per entry, in order."""
-        epoch = self.epoch_of()
-        return await self.db.write(lambda conn: apply_entries(conn, site_id, body.entries, epoch=epoch))
+        # The epoch is read inside the write transaction, as every ledger write reads it.
+        return await self.db.write(
+            lambda conn: apply_entries(conn, site_id, body.entries, epoch=self.epoch_of())
+        )
 
 
 def apply_entries(

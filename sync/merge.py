@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import httpx
+from pydantic import ValidationError
 
 from siteserver.domain.merge import MergeVerdict
 from siteserver.store import Database
@@ -109,6 +110,8 @@ class Merger:
             self.endpoints.ok(ep)
             if self.on_answered is not None:
                 self.on_answered()
+        except ValidationError as e:  # an entry the protocol does not take: the primary would refuse it too
+            log.error("journal entries do not fit the merge and stay pending: %s", e)
         except SyncFailed as e:
             log.warning("merge into %s failed: %s", ep.url, e)
             if e.status is not None and (e.status >= 500 or e.status == 401):

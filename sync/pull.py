@@ -194,10 +194,12 @@ class Mirror:
                 self.settle(labels)
         try:
             apply_page(self.db, after, page)
-        except Exception:
+        except Exception as e:
             # A page that does not fit the mirror (it should not happen): start over cleanly.
             log.exception("could not apply a page of changes; bootstrapping again")
             self._start_over()
+            if isinstance(e, mirror.MirrorMismatch):
+                raise SyncFailed(f"a page of changes does not fit the mirror: {e}") from e
             raise
         return self.cursor() or 0
 

@@ -20,8 +20,10 @@ import sqlite_utils
 
 from migrations.site import migrations
 from siteserver.domain.merge import MergeVerdict
+from siteserver.domain.money import MAX_AMOUNT_CENTS
 from siteserver.store import Database
 from siteserver.store import journal as jr
+from sync.errors import MergeUnsettled
 from tests.kit.model import Answer, answered, uploading
 from tests.kit.primary import open_database
 
@@ -137,3 +139,39 @@ def test_the_upload_gets_what_is_left_of_the_budget(site_db: Database) -> None:
         assert first.result(5) is not None and waiting.result(5) is not None
         assert primary.timeouts[0] == pytest.approx(5, abs=0.5)
         assert 0.0 < primary.timeouts[1] <= 0.25, primary.timeouts
+
+
+def test_an_entry_the_protocol_refuses_stays_pending_and_is_retried(site_db: Database) -> None:
+    """An entry that does not fit the merge's wire form (here an amount past the protocol's bound,
+    written straight into the journal) is never sent; the merge is an unanswered one: the entries
+    stay pending with the attempt counted, the background merge is woken, and settling them is
+    `MergeUnsettled` (the feed waits), not an error that would blame the feed's endpoint."""
+    too_big = t(99)
+    site_db.write_sync(
+        lambda d: jr.append(
+            d,
+            txn_id=too_big,
+            account="user:alice",
+            amount_cents=-(MAX_AMOUNT_CENTS + 1),
+            kind="copy",
+            enforcement="fact",
+            occurred_at="2026-01-01T00:00:00Z",
+            sent=True,
+        ),
+        fenced=False,
+    )
+    primary = Primary()
+    primary.release.set()
+    with uploading(site_db, primary) as (merger, _):
+        assert merger.merge(rows(site_db, t(1), too_big), 1.0) is None
+        assert primary.uploads == []  # nothing left the site
+        assert merger.wake.is_set()
+        with pytest.raises(MergeUnsettled):
+            merger.settle_in_doubt({"user:alice"})
+    attempts = site_db.read_sync(
+        lambda d: dict(
+            d.execute("SELECT txn_id, attempts FROM journal WHERE txn_id IN (?, ?)", [t(1), too_big])
+        )
+    )
+    assert attempts == {t(1): 2, too_big: 2}  # the merge and the settling each counted one attempt
+    assert {r.txn_id: r.status for r in rows(site_db, t(1), too_big)} == {t(1): "pending", too_big: "pending"}

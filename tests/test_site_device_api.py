@@ -284,8 +284,9 @@ def test_findme_release_usage_and_the_journal(primary: Primary, branch: Branch) 
     assert MONO  # the mono printer served the copy above
 
 
-def test_pending_entries_are_pushed_in_the_background(primary: Primary, branch: Branch) -> None:
-    """An entry left pending (its push lost) is drained by the pusher; a merge answers counts."""
+def test_pending_entries_are_merged_in_the_background(primary: Primary, branch: Branch) -> None:
+    """An entry left pending (its merge lost) is drained by the background merge; a merge now
+    answers counts."""
     add_user(primary, branch, "erin", MIRROR_SECS, card_numbers=["CARD-erin"], balance_cents=500)
     txn = str(uuid.uuid4())
     branch.execute(
@@ -295,7 +296,7 @@ def test_pending_entries_are_pushed_in_the_background(primary: Primary, branch: 
     )
     # Pending and unseen by the mirror: the effective balance already counts it.
     assert login(branch, branch.mono_device, card_number="CARD-erin").json()["balance_cents"] == 475
-    eventually(lambda: journal(branch, txn)[0] == "applied", 10.0, "the pusher merged the entry")
+    eventually(lambda: journal(branch, txn)[0] == "applied", 10.0, "the background merge sent the entry")
     assert balance_at_primary(primary, "erin") == 475
     assert login(branch, branch.mono_device, card_number="CARD-erin").json()["balance_cents"] == 475
     with branch.admin() as c:
@@ -306,7 +307,7 @@ def test_pending_entries_are_pushed_in_the_background(primary: Primary, branch: 
 
 def test_without_the_primary_the_local_decision_stands(primary: Primary, tmp_path: Path) -> None:
     """The primary gone (SIGKILL): the site answers within the budget from its own store, the
-    entries stay pending, and once the primary is back the pusher merges them exactly once."""
+    entries stay pending, and once the primary is back the background merge sends them exactly once."""
     branch = start_branch(primary, tmp_path, budget_ms=500)
     try:
         add_user(primary, branch, "fay", MIRROR_SECS, card_numbers=["CARD-fay"], balance_cents=1000)
@@ -332,7 +333,7 @@ def test_without_the_primary_the_local_decision_stands(primary: Primary, tmp_pat
         assert journal(branch, copy_txn)[0] == "pending"
         assert login(branch, branch.mono_device, card_number="CARD-fay").json()["balance_cents"] == 980
 
-        # The primary is back: the pusher drains the journal, each entry applied once.
+        # The primary is back: the background merge drains the journal, each entry applied once.
         primary.restart(tmp_path / "primary-2.log")
         eventually(
             lambda: branch.query("SELECT count(*) FROM journal WHERE status = 'pending'") == [(0,)],
@@ -405,7 +406,7 @@ def test_concurrent_releases_get_their_own_verdicts(primary: Primary, branch: Br
 
 
 def test_a_lost_answer_is_never_counted_twice(primary: Primary, branch: Branch) -> None:
-    """Invariant 3 with a lost answer: the site pushed a charge and the primary applied it, but the
+    """Invariant 3 with a lost answer: the site merged a charge and the primary applied it, but the
     answer never came back (the entry is pending, marked sent). The feed then brings the account
     with the charge inside its balance. The mirror must settle the entry (re-send: `duplicate`)
     before it applies that row, so at no moment does the site hold the charge both in the mirrored

@@ -15,7 +15,7 @@ from siteserver.domain import Forbidden, Unauthorized, same_secret
 from siteserver.store.catalog import MachineCredential
 from sync.sites import invalid_enrollment
 
-from .deps import get_machines, get_services, get_sync
+from .deps import services_of, sync_of
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
 
@@ -30,7 +30,7 @@ async def require_admin(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     token = _token(creds)
-    if not same_secret(token, get_services(request).admin_token):
+    if not same_secret(token, services_of(request).admin_token):
         raise Unauthorized("not a valid admin token")
 
 
@@ -38,7 +38,7 @@ async def require_machine(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> MachineCredential:
     token = _token(creds)
-    cred = await get_machines(request).credential(token)
+    cred = await services_of(request).desk.machines.credential(token)
     if cred is None:
         raise Unauthorized("not a valid device or provider token")
     return cred
@@ -90,7 +90,7 @@ async def require_site_signature(request: Request) -> str:
     raw_path = request.scope.get("raw_path")
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
     query = request.scope.get("query_string", b"").decode("latin-1")
-    site_id = await get_sync(request).sites.authenticate(
+    site_id = await sync_of(request).sites.authenticate(
         request.method, path, query, await _raw_body(request), request.headers
     )
     request.scope[_SIGNED_SITE] = site_id
@@ -112,7 +112,7 @@ async def require_enrollment_token(request: Request) -> None:
     token = data.get("enrollment_token") if isinstance(data, dict) else None
     if not (isinstance(site_id, str) and isinstance(token, str) and 0 < len(token) <= 256):
         raise invalid_enrollment()
-    if not await get_sync(request).sites.enrollment_token_valid(site_id, token):
+    if not await sync_of(request).sites.enrollment_token_valid(site_id, token):
         raise invalid_enrollment()
 
 

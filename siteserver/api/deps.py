@@ -1,6 +1,9 @@
 """What the routes depend on, each a real type (as the template's `deps.py`): one role's
 `Services`, set on its app by `application.build_app`, and one typed dependency per service.
-A route of a service its role does not have is not mounted; reaching one anyway is a bug."""
+A route of a service its role does not have is not mounted; reaching one anyway is a bug.
+
+The dependencies are `async def`: FastAPI runs a plain `def` dependency on its thread pool, a
+thread hop per request on the hot path (card logins) for what is an attribute read."""
 
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ class Services:
     site_admin: SiteAdmin | None = None
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services = request.app.state.services
     if not isinstance(services, Services):
         raise TypeError("the app was not assembled by siteserver.api.application.build_app")
@@ -62,32 +65,36 @@ def _present(service: T | None, what: str) -> T:
     return service
 
 
-def get_machines(request: Request) -> Machines:
-    return get_services(request).desk.machines
+async def get_machines(request: Request) -> Machines:
+    return services_of(request).desk.machines
 
 
-def get_device_desk(request: Request) -> DeviceDesk:
-    return get_services(request).desk.device
+async def get_device_desk(request: Request) -> DeviceDesk:
+    return services_of(request).desk.device
 
 
-def get_provider_desk(request: Request) -> ProviderDesk:
-    return get_services(request).desk.provider
+async def get_provider_desk(request: Request) -> ProviderDesk:
+    return services_of(request).desk.provider
 
 
-def get_primary_admin(request: Request) -> PrimaryAdmin:
-    return _present(get_services(request).primary_admin, "primary administration")
+async def get_primary_admin(request: Request) -> PrimaryAdmin:
+    return _present(services_of(request).primary_admin, "primary administration")
 
 
-def get_primary_health(request: Request) -> PrimaryHealth:
-    return _present(get_services(request).primary_health, "primary health URL")
+async def get_primary_health(request: Request) -> PrimaryHealth:
+    return _present(services_of(request).primary_health, "primary health URL")
 
 
-def get_sync(request: Request) -> SyncService:
-    return _present(get_services(request).sync, "sync API")
+def sync_of(request: Request) -> SyncService:
+    return _present(services_of(request).sync, "sync API")
 
 
-def get_site_admin(request: Request) -> SiteAdmin:
-    return _present(get_services(request).site_admin, "site administration")
+async def get_sync(request: Request) -> SyncService:
+    return sync_of(request)
+
+
+async def get_site_admin(request: Request) -> SiteAdmin:
+    return _present(services_of(request).site_admin, "site administration")
 
 
 MachinesDep = Annotated[Machines, Depends(get_machines)]

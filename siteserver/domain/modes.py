@@ -85,7 +85,7 @@ class ModeMachine:
         return None
 
     def merge_missed(self) -> Transition | None:
-        """A journal push missed its budget: counts as one failed round."""
+        """A merge missed its budget: counts as one failed round."""
         return self._failed("a merge missed its budget")
 
     def drained(self) -> Transition | None:

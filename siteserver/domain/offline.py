@@ -1,10 +1,10 @@
 """What a site decides alone: the one local decision for a charge, online or offline.
 
-A site decides every charge locally before it pushes it to the primary (DESIGN.md, invariant 2).
+A site decides every charge locally before it merges it into the primary (DESIGN.md, invariant 2).
 Online the local rule is the primary's own (`authorize` against the effective balance; a named
 shared account must be one the user is a member of; an unknown user is refused) and the primary's
 verdict, when it comes in time, replaces it. Offline (the site's mode is not `online`, or the last
-push missed its budget) the mirrored offline policies decide, and nothing replaces the decision
+merge missed its budget) the mirrored offline policies decide, and nothing replaces the decision
 until the merge. Pure: no storage, no clock. See docs/offline.md.
 """
 

@@ -176,14 +176,7 @@ def run(config: PrimaryConfig) -> int:
         "enabled" if config.high_availability_guard.enabled else "disabled",
         config.data_dir,
     )
-    return serve_role(
-        server.app(),
-        host=config.host,
-        port=config.port,
-        access_log=config.access_log,
-        log_config=log_config,
-        stop=server.stop,
-    )
+    return serve_role(server.app(), config, log_config=log_config, stop=server.stop)
 
 
 __all__ = ["EXIT_DUPLICATE_UUID", "PrimaryServer", "run"]

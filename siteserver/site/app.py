@@ -210,14 +210,7 @@ def run(config: SiteConfig) -> int:
     server = SiteServer(config)
     server.start()
     log.info("site %s listening on %s (data_dir %s)", config.site_id, config.listen, config.data_dir)
-    return serve_role(
-        server.app(),
-        host=config.host,
-        port=config.port,
-        access_log=config.access_log,
-        log_config=log_config,
-        stop=server.stop,
-    )
+    return serve_role(server.app(), config, log_config=log_config, stop=server.stop)
 
 
 __all__ = ["NotEnrolled", "SiteServer", "check_enrollment", "run"]

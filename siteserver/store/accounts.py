@@ -52,7 +52,7 @@ def _user(row: Any) -> UserRecord | None:
     return UserRecord(u, full, email, acc, bal, bool(restricted), overdraft, bool(disabled), pw, pin)
 
 
-_UNIT_SEP = "\x1f"  # names cannot hold control characters (api.models.NAME_PATTERN)
+_UNIT_SEP = "\x1f"  # names cannot hold control characters (siteserver.contract.NAME_PATTERN)
 _LOGIN_SELECT = _USER_SELECT.replace(
     "SELECT u.username,",
     "SELECT (SELECT group_concat(sa.name, char(31)) FROM shared_account_members m"

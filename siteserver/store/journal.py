@@ -7,7 +7,7 @@ The **effective balance** of an account (DESIGN.md, invariant 3) is the mirrored
 entries the mirror has not yet seen: those still `pending`, and those the primary applied at a
 ledger seq beyond the account's mirrored `last_seq`. Once the change feed brings the account row
 with `last_seq >= primary_seq`, the entry is in the mirrored balance and no longer added: a charge
-is never subtracted twice nor forgotten, whatever order the feed and the push answers arrive in
+is never subtracted twice nor forgotten, whatever order the feed and the merge answers arrive in
 (the site has one writer, so each read sees one of the two states).
 """
 
@@ -145,7 +145,7 @@ def append(
 ) -> None:
     """A new pending entry (or a rejected one tried again: the primary keeps no trace of a
     rejection, so the same txn_id may be sent again, e.g. a held job released once more).
-    `sent`: it is pushed as soon as this transaction commits (see `mark_sent`); an entry once
+    `sent`: it is merged as soon as this transaction commits (see `mark_sent`); an entry once
     sent stays sent (an upload of its earlier version may still be on its way)."""
     seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
     conn.execute(
@@ -232,7 +232,7 @@ def record(
 
 def add_flags(conn: sqlite_utils.Database, txn_ids: Iterable[str], flags: Sequence[str]) -> None:
     """Add `flags` to the still-pending entries among `txn_ids` that lack the first of them
-    (e.g. `offline`, `budget:missed` once a push missed its budget)."""
+    (e.g. `offline`, `budget:missed` once a merge missed its budget)."""
     for r in rows(conn, txn_ids):
         if r.status == "pending" and flags[0] not in r.flags:
             conn.execute(
