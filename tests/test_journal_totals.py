@@ -38,7 +38,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from migrations.site import migrations
 from siteserver.domain.merge import MergeVerdict
 from siteserver.store import Database
-from siteserver.store import journal as jr
+from siteserver.store import journal as journal_store
 from sync import wire
 from sync.errors import MergeUnsettled
 from sync.pull import page_accounts
@@ -127,12 +127,12 @@ class JournalMachine(RuleBasedStateMachine):
         self.db.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def local(self) -> dict[str, jr.JournalRow]:
-        return {r.txn_id: r for r in self.db.read_sync(lambda d: jr.rows(d, list(self.entries)))}
+    def local(self) -> dict[str, journal_store.JournalRow]:
+        return {r.txn_id: r for r in self.db.read_sync(lambda d: journal_store.rows(d, list(self.entries)))}
 
     def _append(self, txn_id: str, account: int, amount: int, flags: tuple[str, ...], sent: bool) -> None:
         self.db.write_sync(
-            lambda d: jr.append(
+            lambda d: journal_store.append(
                 d,
                 txn_id=txn_id,
                 account=LABELS[account],
@@ -152,7 +152,10 @@ class JournalMachine(RuleBasedStateMachine):
         entry; then the answer may be lost on the way back."""
         data = self._data
         assert data is not None
-        local = {r.txn_id: r for r in self.db.read_sync(lambda d: jr.rows(d, [e["txn_id"] for e in entries]))}
+        local = {
+            r.txn_id: r
+            for r in self.db.read_sync(lambda d: journal_store.rows(d, [e["txn_id"] for e in entries]))
+        }
         verdicts: dict[str, MergeVerdict] = {}
         for e in entries:
             txn_id = e["txn_id"]
@@ -173,7 +176,7 @@ class JournalMachine(RuleBasedStateMachine):
 
     def _upload(self, data: st.DataObject, txn_ids: list[str]) -> dict[str, MergeVerdict] | None:
         """The site's real `Merger.merge` (mark sent, upload, record) against the model primary."""
-        entries = self.db.read_sync(lambda d: jr.rows(d, txn_ids))
+        entries = self.db.read_sync(lambda d: journal_store.rows(d, txn_ids))
         self._data = data
         try:
             return self.merger.merge(entries, 1.0)
@@ -206,7 +209,9 @@ class JournalMachine(RuleBasedStateMachine):
     def push_misses_budget(self, data: st.DataObject) -> None:
         """The budget ran out: still-pending entries are marked offline."""
         chosen = data.draw(st.lists(st.sampled_from(sorted(self.entries)), max_size=4))
-        self.db.write_sync(lambda d: jr.add_flags(d, chosen, ("offline", "budget:missed")), fenced=False)
+        self.db.write_sync(
+            lambda d: journal_store.add_flags(d, chosen, ("offline", "budget:missed")), fenced=False
+        )
 
     @precondition(lambda self: any(r.status == "pending" for r in self.local().values()))
     @rule(data=st.data())
@@ -262,8 +267,8 @@ class JournalMachine(RuleBasedStateMachine):
                 ).fetchall()
             }
             exposure = dict(d.execute("SELECT spender, cents FROM offline_exposure").fetchall())
-            spend = jr.offline_spend(d)
-            by = {u: jr.offline_spent_by(d, u) for u in ("alice", "bob", "carol", "dave")}
+            spend = journal_store.offline_spend(d)
+            by = {u: journal_store.offline_spent_by(d, u) for u in ("alice", "bob", "carol", "dave")}
             return unmerged, exposure, oracle_unmerged(d), oracle_exposure(d), spend, by
 
         unmerged, exposure, want_unmerged, want_exposure, spend, by = self.db.read_sync(read)
@@ -291,7 +296,7 @@ class JournalMachine(RuleBasedStateMachine):
                 seen_by_mirror = txn_id in self.primary.applied and self.primary.applied[txn_id] <= upto
                 if not seen_by_mirror:
                     exact += r.amount_cents
-            got = self.db.read_sync(functools.partial(jr.effective_balance, account_id=account))
+            got = self.db.read_sync(functools.partial(journal_store.effective_balance, account_id=account))
             assert got == exact, (account, got, exact)
 
 
@@ -326,7 +331,7 @@ def test_migration_fills_totals_for_an_existing_journal(tmp_path: Path) -> None:
     raw.conn.commit()
     raw.close()
     with open_database(tmp_path / "site.db", migrations) as db:
-        got = db.read_sync(lambda d: (oracle_unmerged(d), oracle_exposure(d), jr.offline_spend(d)))
+        got = db.read_sync(lambda d: (oracle_unmerged(d), oracle_exposure(d), journal_store.offline_spend(d)))
         unmerged = db.read_sync(
             lambda d: {a: (c, n) for a, c, n in d.execute("SELECT * FROM journal_unmerged").fetchall()}
         )
@@ -336,8 +341,8 @@ def test_migration_fills_totals_for_an_existing_journal(tmp_path: Path) -> None:
             == {"user:alice": (-100, 1), "shared:Offline Account": (-40, 1), "user:bob": (-7, 1)}
         )
         assert got[1] == {"": 140, "alice": 100, "bob": 40}
-        assert got[2] == jr.OfflineSpend(140, "alice", 100)
+        assert got[2] == journal_store.OfflineSpend(140, "alice", 100)
         # m004: the pending entries of the old journal may have left the site: in doubt.
-        doubt = db.read_sync(lambda d: [r.txn_id for r in jr.in_doubt(d)])
+        doubt = db.read_sync(lambda d: [r.txn_id for r in journal_store.in_doubt(d)])
         assert doubt == ["a1", "a2", "a3"]
-        assert db.read_sync(lambda d: [r.txn_id for r in jr.in_doubt(d, {"user:bob"})]) == ["a3"]
+        assert db.read_sync(lambda d: [r.txn_id for r in journal_store.in_doubt(d, {"user:bob"})]) == ["a3"]

@@ -22,7 +22,7 @@ from migrations.site import migrations
 from siteserver.domain.merge import MergeVerdict
 from siteserver.domain.money import MAX_AMOUNT_CENTS
 from siteserver.store import Database
-from siteserver.store import journal as jr
+from siteserver.store import journal as journal_store
 from sync.errors import MergeUnsettled
 from tests.kit.model import Answer, answered, uploading
 from tests.kit.primary import open_database
@@ -39,7 +39,7 @@ def site_db(tmp_path: Path) -> Iterator[Database]:
 
     def fill(d: sqlite_utils.Database) -> None:
         for i in range(1, 7):
-            jr.append(
+            journal_store.append(
                 d,
                 txn_id=t(i),
                 account="user:alice",
@@ -77,8 +77,8 @@ class Primary:
         return answered(verdicts)
 
 
-def rows(db: Database, *txn_ids: str) -> list[jr.JournalRow]:
-    return db.read_sync(lambda d: jr.rows(d, txn_ids))
+def rows(db: Database, *txn_ids: str) -> list[journal_store.JournalRow]:
+    return db.read_sync(lambda d: journal_store.rows(d, txn_ids))
 
 
 def test_requests_waiting_together_go_out_as_one_upload(site_db: Database) -> None:
@@ -148,7 +148,7 @@ def test_an_entry_the_protocol_refuses_stays_pending_and_is_retried(site_db: Dat
     `MergeUnsettled` (the feed waits), not an error that would blame the feed's endpoint."""
     too_big = t(99)
     site_db.write_sync(
-        lambda d: jr.append(
+        lambda d: journal_store.append(
             d,
             txn_id=too_big,
             account="user:alice",

@@ -255,13 +255,13 @@ def test_offline_spend_caps(primary: Primary, tmp_path: Path, monkeypatch: pytes
 def test_offline_spend_totals(tmp_path: Path) -> None:
     """store.journal.offline_spend / offline_spent_by: pending offline charges only, by user."""
     from migrations.site import migrations
-    from siteserver.store import journal as jr
+    from siteserver.store import journal as journal_store
 
     with open_database(tmp_path / "site.db", migrations) as db:
 
         def fill(d: Any) -> None:
             def add(txn: str, account: str, amount: int, flags: tuple[str, ...]) -> None:
-                jr.append(
+                journal_store.append(
                     d,
                     txn_id=txn,
                     account=account,
@@ -280,8 +280,8 @@ def test_offline_spend_totals(tmp_path: Path) -> None:
             d.execute("UPDATE journal SET status = 'applied' WHERE txn_id = 't5'")  # merged
 
         db.write_sync(fill, fenced=False)
-        spend = db.read_sync(jr.offline_spend)
-        assert spend == jr.OfflineSpend(180, "alice", 150)
+        spend = db.read_sync(journal_store.offline_spend)
+        assert spend == journal_store.OfflineSpend(180, "alice", 150)
         assert spend.public() == {"site_cents": 180, "top_user": {"username": "alice", "cents": 150}}
-        assert db.read_sync(lambda d: jr.offline_spent_by(d, "alice")) == 150
-        assert db.read_sync(lambda d: jr.offline_spent_by(d, "bob")) == 0
+        assert db.read_sync(lambda d: journal_store.offline_spent_by(d, "alice")) == 150
+        assert db.read_sync(lambda d: journal_store.offline_spent_by(d, "bob")) == 0

@@ -192,7 +192,7 @@ def delete_user(conn: sqlite_utils.Database, username: str, *, now: str) -> None
 
 
 @dataclass(frozen=True, slots=True)
-class SharedAccount:
+class SharedAccountRecord:
     account_id: int
     name: str
     balance_cents: int
@@ -210,7 +210,7 @@ class SharedAccount:
         }
 
 
-def get_shared_account(conn: sqlite_utils.Database, name: str) -> SharedAccount | None:
+def get_shared_account(conn: sqlite_utils.Database, name: str) -> SharedAccountRecord | None:
     row = conn.execute(
         "SELECT id, name, balance_cents, restricted, overdraft_cents FROM accounts"
         " WHERE kind = 'shared' AND name = ? AND closed_at IS NULL",
@@ -225,7 +225,7 @@ def get_shared_account(conn: sqlite_utils.Database, name: str) -> SharedAccount 
             [row[0]],
         )
     )
-    return SharedAccount(row[0], row[1], row[2], bool(row[3]), row[4], members)
+    return SharedAccountRecord(row[0], row[1], row[2], bool(row[3]), row[4], members)
 
 
 def create_shared_account(
