@@ -54,6 +54,13 @@ class Sync(_Section):
     changes_wait_secs: float = Field(25.0, gt=0, le=600)
 
 
+class Journal(_Section):
+    """How long merged journal entries stay at the site (for reports); pending and rejected
+    entries are never pruned."""
+
+    retention_days: int = Field(90, ge=1, le=36_500)
+
+
 def _listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -115,6 +122,7 @@ class SiteConfig(RoleConfig):
     wan: Wan = Field(default_factory=Wan)
     sync: Sync = Field(default_factory=Sync)
     offline: Offline = Field(default_factory=Offline)
+    journal: Journal = Field(default_factory=Journal)
 
 
 def _env_name(path: list[str]) -> str:

@@ -100,6 +100,16 @@ class SharedAccountCreate(Strict):
     members: Annotated[list[Name], Field(max_length=10_000)] = []
 
 
+class SharedAccountPatch(Strict):
+    """Any field of the create call; `members` replaces the list; `name` renames the account."""
+
+    name: Name | None = None
+    balance_cents: Cents | None = None
+    restricted: bool | None = None
+    overdraft_cents: NonNegCents | None = None
+    members: Annotated[list[Name], Field(max_length=10_000)] | None = None
+
+
 class SharedAccountOut(BaseModel):
     name: str
     balance_cents: int

@@ -56,6 +56,9 @@ def test_contract_examples_load_with_their_defaults(tmp_path: Path) -> None:
     assert isinstance(site, SiteConfig)
     assert site.wan.request_budget_ms == 800 and site.sync.changes_wait_secs == 25
     assert (site.host, site.port) == ("0.0.0.0", 9191)
+    assert site.journal.retention_days == 90
+    kept = load_config(write(tmp_path, SITE + "\n[journal]\nretention_days = 30\n"))
+    assert isinstance(kept, SiteConfig) and kept.journal.retention_days == 30
 
 
 def test_guard_defaults_when_section_absent(tmp_path: Path) -> None:
@@ -100,6 +103,7 @@ def test_environment_overrides_every_key(tmp_path: Path, monkeypatch: pytest.Mon
         ('role = "printer"\n', "role must be"),
         ("role = [", "not valid TOML"),
         (SITE.replace('primary = ["http://10.0.0.10:9191"]', ""), "primary"),
+        (SITE + "\n[journal]\nretention_days = 0\n", "retention_days"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path: Path, text: str, needle: str) -> None:

@@ -325,6 +325,66 @@ def test_shared_accounts(primary: Primary) -> None:
         assert c.get("/api/admin/v1/shared-accounts/Offline Account").status_code == 200
 
 
+def test_shared_accounts_change_and_close(primary: Primary) -> None:
+    """PATCH changes any field of the create call (`members` replaces the list, the balance moves by
+    a ledger row); DELETE closes the account (its ledger kept, its name free again), refused while
+    the offline policies charge it."""
+    with primary.admin() as c:
+        for u in ("ann", "ben", "cid"):
+            assert c.post("/api/admin/v1/users", json={"username": u}).status_code == 201
+        body = {"name": "Marketing", "balance_cents": 5000, "members": ["ann", "ben"]}
+        assert c.post("/api/admin/v1/shared-accounts", json=body).status_code == 201
+
+        r = c.patch(
+            "/api/admin/v1/shared-accounts/Marketing",
+            json={"members": ["cid"], "restricted": True, "overdraft_cents": 300, "balance_cents": 4200},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "name": "Marketing",
+            "balance_cents": 4200,
+            "restricted": True,
+            "overdraft_cents": 300,
+            "members": ["cid"],
+        }
+        assert c.get("/api/admin/v1/shared-accounts/Marketing").json() == r.json()
+        moves = [t for t in all_transactions(c) if t["account"] == "shared:Marketing"]
+        assert [(t["kind"], t["amount_cents"]) for t in moves] == [
+            ("initial_balance", 5000),
+            ("set_balance", -800),
+        ]
+        # A field not given stays as it is; a bad patch changes nothing.
+        r = c.patch("/api/admin/v1/shared-accounts/Marketing", json={"restricted": False})
+        assert r.json()["members"] == ["cid"] and r.json()["overdraft_cents"] == 300
+        expect_error(c.patch("/api/admin/v1/shared-accounts/Marketing", json={"members": ["ghost"]}), 422)
+        expect_error(c.patch("/api/admin/v1/shared-accounts/Marketing", json={"owner": "ann"}), 422)
+        expect_error(c.patch("/api/admin/v1/shared-accounts/Marketing", json={"balance_cents": 1.5}), 422)
+        assert c.get("/api/admin/v1/shared-accounts/Marketing").json()["members"] == ["cid"]
+        expect_error(
+            c.patch("/api/admin/v1/shared-accounts/Nope", json={"restricted": True}), 404, "not_found"
+        )
+
+        # Renaming: the new name answers, the old one no longer does; a taken name is a conflict.
+        assert c.post("/api/admin/v1/shared-accounts", json={"name": "Sales"}).status_code == 201
+        expect_error(
+            c.patch("/api/admin/v1/shared-accounts/Sales", json={"name": "Marketing"}), 409, "conflict"
+        )
+        r = c.patch("/api/admin/v1/shared-accounts/Sales", json={"name": "Field Sales"})
+        assert r.status_code == 200 and r.json()["name"] == "Field Sales"
+        expect_error(c.get("/api/admin/v1/shared-accounts/Sales"), 404, "not_found")
+
+        # Closing: gone from the API, its ledger rows stay, and the name can be used again.
+        assert c.delete("/api/admin/v1/shared-accounts/Marketing").status_code == 204
+        expect_error(c.get("/api/admin/v1/shared-accounts/Marketing"), 404, "not_found")
+        expect_error(c.delete("/api/admin/v1/shared-accounts/Marketing"), 404, "not_found")
+        assert len([t for t in all_transactions(c) if t["account"] == "shared:Marketing"]) == 2
+        again = c.post("/api/admin/v1/shared-accounts", json={"name": "Marketing"})
+        assert again.status_code == 201 and again.json()["balance_cents"] == 0
+        # The offline policies' shared account cannot be closed under them.
+        expect_error(c.delete("/api/admin/v1/shared-accounts/Offline Account"), 409, "conflict")
+        assert c.get("/api/admin/v1/shared-accounts/Offline Account").status_code == 200
+
+
 def test_printers_sites_devices_providers(primary: Primary) -> None:
     with primary.admin() as c:
         printer = {

@@ -17,6 +17,7 @@ import sqlite_utils
 
 from siteserver import contract
 from siteserver.domain import (
+    Conflict,
     CostModel,
     Enforcement,
     Invalid,
@@ -160,6 +161,30 @@ class PrimaryAdmin:
             return created.public()
 
         return await self.db.write(insert_shared_account)
+
+    async def patch_shared_account(self, name: str, body: contract.SharedAccountPatch) -> dict[str, Any]:
+        def update_shared_account(conn: sqlite_utils.Database) -> dict[str, Any]:
+            account_id = accounts_store.update_shared_account(
+                conn,
+                name,
+                new_name=body.name,
+                restricted=body.restricted,
+                overdraft_cents=body.overdraft_cents,
+                members=body.members,
+            )
+            if body.balance_cents is not None:
+                self._set_balance(conn, account_id, body.balance_cents, "set_balance", now_iso())
+            return accounts_store.require_shared_account(conn, body.name or name).public()
+
+        return await self.db.write(update_shared_account)
+
+    async def delete_shared_account(self, name: str) -> None:
+        def close_shared_account(conn: sqlite_utils.Database) -> None:
+            if name in settings.get_policies(conn).shared_accounts_named():
+                raise Conflict(f"the offline policies charge the shared account {name!r}: change them first")
+            accounts_store.close_shared_account(conn, name, now=now_iso())
+
+        await self.db.write(close_shared_account)
 
     async def get_shared_account(self, name: str) -> dict[str, Any]:
         account = await self.db.read(lambda conn: accounts_store.get_shared_account(conn, name))

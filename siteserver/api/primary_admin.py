@@ -69,6 +69,21 @@ async def get_shared_account(_: Admin, admin: PrimaryAdminDep, name: str = _name
     return await admin.get_shared_account(name)
 
 
+@router.patch("/shared-accounts/{name}", response_model=contract.SharedAccountOut, responses=_ERRORS)
+async def patch_shared_account(
+    body: contract.SharedAccountPatch, _: Admin, admin: PrimaryAdminDep, name: str = _name_in_path()
+) -> Any:
+    """Change any field of the create call; `members` replaces the list."""
+    return await admin.patch_shared_account(name, body)
+
+
+@router.delete("/shared-accounts/{name}", status_code=204, responses=_ERRORS)
+async def delete_shared_account(_: Admin, admin: PrimaryAdminDep, name: str = _name_in_path()) -> Response:
+    """Close the account: no more charges, its ledger kept; 409 while the offline policies name it."""
+    await admin.delete_shared_account(name)
+    return Response(status_code=204)
+
+
 @router.post("/printers", status_code=201, response_model=contract.PrinterOut, responses=_ERRORS)
 async def create_printer(body: contract.PrinterCreate, _: Admin, admin: PrimaryAdminDep) -> Any:
     return await admin.create_printer(body)

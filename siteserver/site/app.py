@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import sqlite_utils
@@ -34,7 +35,7 @@ from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_token
 from siteserver.serving import serve_role
 from siteserver.store import Database, jobs, journal, sync_state
-from siteserver.timeutil import now_iso
+from siteserver.timeutil import iso, now_iso, utcnow
 from sync import wire
 from sync.endpoints import Endpoints
 from sync.errors import SyncFailed
@@ -132,11 +133,35 @@ class SiteServer:
         self._threads: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(self._expire_holds, "interval", seconds=60, id="hold-expiry", coalesce=True)
+        self.scheduler.add_job(
+            self._prune_journal,
+            "interval",
+            hours=6,
+            id="journal-prune",
+            coalesce=True,
+            next_run_time=utcnow(),  # and at start: a restarted site prunes at once
+        )
 
     def _expire_holds(self) -> None:
         n = self.desk.provider.expire_held_jobs()
         if n:
             log.info("expired %d held job(s) past the hold timeout", n)
+
+    def _prune_journal(self) -> int:
+        """Merged entries past `[journal] retention_days` go, in small batches (never pending or
+        rejected ones)."""
+        cutoff = iso(utcnow() - timedelta(days=self.config.journal.retention_days))
+        total = 0
+        while not self.stop_event.is_set():
+            n = self.db.write_sync(
+                lambda conn: journal.prune_merged(conn, answered_before=cutoff), fenced=False
+            )
+            total += n
+            if n < journal.PRUNE_BATCH:
+                break
+        if total:
+            log.info("pruned %d merged journal entries answered before %s", total, cutoff)
+        return total
 
     @staticmethod
     def _init_state(conn: sqlite_utils.Database) -> None:

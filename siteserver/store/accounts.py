@@ -245,6 +245,13 @@ def create_shared_account(
         [name, int(restricted), overdraft_cents, now],
     )
     account_id = int(cur.lastrowid or 0)
+    _set_members(conn, account_id, members)
+    return account_id
+
+
+def _set_members(conn: sqlite_utils.Database, account_id: int, members: Sequence[str]) -> None:
+    """The account's members are exactly these users from now on."""
+    conn.execute("DELETE FROM shared_account_members WHERE account_id = ?", [account_id])
     for username in dict.fromkeys(members):
         if get_user(conn, username) is None:
             raise Invalid(f"member {username!r} is not a user")
@@ -252,7 +259,46 @@ def create_shared_account(
             "INSERT INTO shared_account_members (account_id, username) VALUES (?, ?)",
             [account_id, username],
         )
-    return account_id
+
+
+def require_shared_account(conn: sqlite_utils.Database, name: str) -> SharedAccountRecord:
+    account = get_shared_account(conn, name)
+    if account is None:
+        raise NotFound(f"no shared account named {name!r}")
+    return account
+
+
+def update_shared_account(
+    conn: sqlite_utils.Database,
+    name: str,
+    *,
+    new_name: str | None = None,
+    restricted: bool | None = None,
+    overdraft_cents: int | None = None,
+    members: Sequence[str] | None = None,
+) -> int:
+    """Change what is given (`members` replaces the list); returns the account's id."""
+    account = require_shared_account(conn, name)
+    if new_name is not None and new_name != name:
+        if get_shared_account(conn, new_name) is not None:
+            raise Conflict(f"a shared account named {new_name!r} already exists")
+        conn.execute("UPDATE accounts SET name = ? WHERE id = ?", [new_name, account.account_id])
+    if restricted is not None:
+        conn.execute("UPDATE accounts SET restricted = ? WHERE id = ?", [int(restricted), account.account_id])
+    if overdraft_cents is not None:
+        conn.execute(
+            "UPDATE accounts SET overdraft_cents = ? WHERE id = ?", [overdraft_cents, account.account_id]
+        )
+    if members is not None:
+        _set_members(conn, account.account_id, members)
+    return account.account_id
+
+
+def close_shared_account(conn: sqlite_utils.Database, name: str, *, now: str) -> None:
+    """The account closes (no more charges, its name free again) but keeps its ledger for reports."""
+    account = require_shared_account(conn, name)
+    conn.execute("DELETE FROM shared_account_members WHERE account_id = ?", [account.account_id])
+    conn.execute("UPDATE accounts SET closed_at = ? WHERE id = ?", [now, account.account_id])
 
 
 def shared_accounts_of(conn: sqlite_utils.Database, username: str) -> list[str]:

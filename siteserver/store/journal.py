@@ -287,6 +287,27 @@ def offline_spend(conn: sqlite_utils.Database) -> OfflineSpend:
     return OfflineSpend(site_cents, str(top[0]), int(top[1]))
 
 
+#: merged entries pruned per write transaction: the writer is never held for long
+PRUNE_BATCH = 1_000
+
+
+def prune_merged(conn: sqlite_utils.Database, *, answered_before: str, batch: int = PRUNE_BATCH) -> int:
+    """Delete up to `batch` merged entries (applied or duplicate), oldest first, whose answer was
+    recorded before `answered_before` and whose charge the mirror already holds (their account's
+    mirrored `last_seq` reached the primary's seq, or the account is gone): a pruned entry can
+    no longer be missing from an effective balance (invariant 3). Pending and rejected entries are
+    never pruned. Returns how many were deleted."""
+    cur = conn.execute(
+        "DELETE FROM journal WHERE txn_id IN (SELECT j.txn_id FROM journal j"
+        " WHERE j.status IN ('applied', 'duplicate') AND COALESCE(j.last_attempt_at, j.occurred_at) < ?"
+        " AND NOT EXISTS (SELECT 1 FROM accounts a"
+        f" WHERE {_LABEL} = j.account AND a.last_seq < j.primary_seq)"
+        " ORDER BY j.seq LIMIT ?)",
+        [answered_before, batch],
+    )
+    return int(cur.rowcount)
+
+
 def account_state(conn: sqlite_utils.Database, account_id: int) -> AccountState:
     """The account as a site decides on it: its effective balance and its limit."""
     balance = effective_balance(conn, account_id)
