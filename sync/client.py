@@ -38,11 +38,28 @@ def parse(model: type[M], response: httpx.Response) -> M:
         raise SyncFailed(
             f"{response.request.method} {response.request.url.path} answered HTTP {response.status_code}",
             response.status_code,
+            retry_after=retry_after(response),
         )
     try:
         return model.model_validate_json(response.content)
     except ValidationError as e:
         raise SyncFailed(f"{response.request.url.path} answered a body that does not fit: {e}") from e
+
+
+#: the longest wait a primary's Retry-After is taken for (a bigger one is a misconfiguration)
+MAX_RETRY_AFTER_SECS = 300.0
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a 429 or 503 answer's `Retry-After` asks for (delta-seconds only), capped."""
+    if response.status_code not in (429, 503):
+        return None
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        secs = float(value)
+    except ValueError:
+        return None
+    return min(secs, MAX_RETRY_AFTER_SECS) if secs >= 0 else None
 
 
 class SyncClient:

@@ -11,9 +11,11 @@ from __future__ import annotations
 class SyncFailed(Exception):
     """A sync call that did not work; `status` is the HTTP status when the primary answered."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        #: seconds the primary asked the site to wait (`Retry-After` on a 429 or 503), if it did
+        self.retry_after = retry_after
 
 
 class MergeUnsettled(SyncFailed):

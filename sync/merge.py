@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +88,8 @@ class Merger:
         #: called (on the merging thread) after each upload the primary answered
         self.on_answered = on_answered
         self._waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
+        #: time.monotonic() before which the background merge does not try (a Retry-After)
+        self._resume_at = 0.0
 
     def merge(self, entries: Sequence[journal_store.JournalRow], timeout: float) -> Verdicts | None:
         """One upload (on a plain thread); None when the primary gave no answer. Verdicts are
@@ -114,6 +117,8 @@ class Merger:
             log.error("journal entries do not fit the merge and stay pending: %s", e)
         except SyncFailed as e:
             log.warning("merge into %s failed: %s", ep.url, e)
+            if e.retry_after is not None:  # the primary sheds load: the background merge waits
+                self._resume_at = time.monotonic() + e.retry_after
             if e.status is not None and (e.status >= 500 or e.status == 401):
                 self.endpoints.failed(ep, e.status)
         except httpx.HTTPError as e:
@@ -199,12 +204,18 @@ class Merger:
                 log.exception("merge failed")
             if sent >= MERGE_BATCH:
                 continue  # more waiting: at once
-            if sent < 0:  # its own merge failed: one interval before the next try
-                self.stop.wait(MERGE_INTERVAL_SECS)
+            if sent < 0:  # its own merge failed: wait before the next try
+                self.stop.wait(self.backoff_secs())
                 self.wake.clear()
                 continue
             self.wake.wait(MERGE_INTERVAL_SECS)  # or at once, after a request's merge failed
             self.wake.clear()
+
+    def backoff_secs(self) -> float:
+        """After a failed merge: about one interval, jittered so that sites cut off together do not
+        come back in step; at least what the primary's Retry-After asked for."""
+        jittered = MERGE_INTERVAL_SECS * random.uniform(0.5, 1.5)
+        return max(jittered, self._resume_at - time.monotonic())
 
     def settle_in_doubt(self, accounts: set[str] | None) -> int:
         """Get the primary's answer for every entry in doubt of these accounts (None: all) before

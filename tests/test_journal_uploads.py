@@ -23,8 +23,10 @@ from siteserver.domain.merge import MergeVerdict
 from siteserver.domain.money import MAX_AMOUNT_CENTS
 from siteserver.store import Database
 from siteserver.store import journal as journal_store
+from sync.client import MAX_RETRY_AFTER_SECS, retry_after
 from sync.errors import MergeUnsettled
-from tests.kit.model import Answer, answered, uploading
+from sync.merge import MERGE_INTERVAL_SECS
+from tests.kit.model import Answer, answered, merger, uploading
 from tests.kit.primary import open_database
 
 
@@ -175,3 +177,53 @@ def test_an_entry_the_protocol_refuses_stays_pending_and_is_retried(site_db: Dat
     )
     assert attempts == {t(1): 2, too_big: 2}  # the merge and the settling each counted one attempt
     assert {r.txn_id: r.status for r in rows(site_db, t(1), too_big)} == {t(1): "pending", too_big: "pending"}
+
+
+def test_a_primary_shedding_load_is_obeyed_with_jitter_otherwise(site_db: Database) -> None:
+    """A 429 (or 503) with `Retry-After` makes the background merge wait at least that long before
+    its next try; any other failure waits about one interval, jittered (0.5 to 1.5 times) so that sites cut
+    off together do not come back in step. The entries stay pending meanwhile."""
+
+    def shedding(wire: list[dict[str, Any]], timeout: float) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "30"}, json={"error": "busy", "detail": "x"})
+
+    def down(wire: list[dict[str, Any]], timeout: float) -> httpx.Response:
+        return httpx.Response(500, json={"error": "internal_error", "detail": "x"})
+
+    shed, endpoints, stop = merger(site_db, shedding)
+    try:
+        assert shed.merge_pending_once() < 0
+        assert 29 <= shed.backoff_secs() <= 30
+        assert endpoints.current().state == "active"  # a busy primary is not a dead one
+    finally:
+        stop.set()
+        endpoints.current().quick.close()
+    failing, endpoints, stop = merger(site_db, down)
+    try:
+        assert failing.merge_pending_once() < 0
+        waits = [failing.backoff_secs() for _ in range(200)]
+        assert all(0.5 * MERGE_INTERVAL_SECS <= w <= 1.5 * MERGE_INTERVAL_SECS for w in waits)
+        assert len(set(waits)) > 100  # jittered, not one fixed interval
+    finally:
+        stop.set()
+        endpoints.current().quick.close()
+    assert {r.status for r in rows(site_db, *(t(i) for i in range(1, 7)))} == {"pending"}
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "expected"),
+    [
+        (429, "12", 12.0),
+        (503, "0.5", 0.5),
+        (503, "999999", MAX_RETRY_AFTER_SECS),
+        (429, "soon", None),
+        (429, "-3", None),
+        (500, "12", None),
+        (429, None, None),
+    ],
+)
+def test_retry_after_is_read_from_429_and_503_only(
+    status: int, header: str | None, expected: float | None
+) -> None:
+    headers = {"Retry-After": header} if header is not None else {}
+    assert retry_after(httpx.Response(status, headers=headers)) == expected
