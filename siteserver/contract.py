@@ -411,6 +411,28 @@ class JournalCountsOut(BaseModel):
     rejected: int
 
 
+class JournalEntryOut(BaseModel):
+    """One entry of the site's journal as an admin sees it."""
+
+    txn_id: str
+    seq: int
+    account: str
+    amount_cents: int
+    kind: str
+    enforcement: str
+    occurred_at: str
+    flags: list[str]
+    ref: str | None
+    status: str
+    primary_seq: int | None
+    reason: str | None  # why the primary rejected it
+
+
+class JournalEntriesOut(BaseModel):
+    entries: list[JournalEntryOut]
+    next_seq: int  # ask again with after_seq=next_seq for the next page
+
+
 class OutageOut(BaseModel):
     started_at: str
     ended_at: str | None

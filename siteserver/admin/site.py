@@ -12,7 +12,8 @@ import sqlite_utils
 
 from siteserver import contract
 from siteserver.config import Offline
-from siteserver.domain import Unavailable
+from siteserver.domain import Conflict, Enforcement, Unavailable, found
+from siteserver.domain.merge import JournalStatus
 from siteserver.domain.modes import Mode
 from siteserver.store import Database, sync_state
 from siteserver.store import journal as journal_store
@@ -73,6 +74,23 @@ def site_status(
     )
 
 
+def entry_out(row: journal_store.JournalRow) -> contract.JournalEntryOut:
+    return contract.JournalEntryOut(
+        txn_id=row.txn_id,
+        seq=row.seq,
+        account=row.account,
+        amount_cents=row.amount_cents,
+        kind=row.kind,
+        enforcement=row.enforcement,
+        occurred_at=row.occurred_at,
+        flags=list(row.flags),
+        ref=row.ref,
+        status=row.status,
+        primary_seq=row.primary_seq,
+        reason=row.reason,
+    )
+
+
 @dataclass
 class SiteAdmin:
     db: Database
@@ -99,6 +117,35 @@ class SiteAdmin:
                 f"the pull from the primary failed: {e or type(e).__name__}", code="primary_unreachable"
             ) from e
         return contract.PullOut(cursor=cursor)
+
+    async def journal(self, status: JournalStatus, after_seq: int, limit: int) -> contract.JournalEntriesOut:
+        rows = await self.db.read(
+            lambda conn: journal_store.with_status(conn, status, after_seq=after_seq, limit=limit)
+        )
+        return contract.JournalEntriesOut(
+            entries=[entry_out(r) for r in rows], next_seq=rows[-1].seq if rows else after_seq
+        )
+
+    async def retry(self, txn_id: str) -> contract.JournalEntryOut:
+        """A rejected `fact` (a charge that happened: a copy, an offline release) is merged again,
+        e.g. once the admin has put back the account it names. An `authorize` entry's release was
+        undone when it was rejected: nothing was printed, so there is nothing to bill."""
+
+        def retry_rejected(conn: sqlite_utils.Database) -> journal_store.JournalRow:
+            row = found(journal_store.get(conn, txn_id), f"no journal entry {txn_id}")
+            if row.status != "rejected":
+                raise Conflict(f"journal entry {txn_id} is {row.status}, not rejected")
+            if row.enforcement != Enforcement.FACT.value:
+                raise Conflict(
+                    f"journal entry {txn_id} was a release the primary refused: it was undone, not printed"
+                )
+            retried = journal_store.retry_rejected(conn, txn_id)
+            assert retried is not None
+            return retried
+
+        row = await self.db.write(retry_rejected, fenced=False)
+        self.merger.wake.set()  # the background merge sends it at once
+        return entry_out(row)
 
     async def merge_now(self) -> contract.MergeNowOut:
         """Merge the pending journal now (in batches, oldest first); how many entries were sent

@@ -3,11 +3,13 @@ server only; see CONTRACT.md, "Site administration". The service is `admin.site.
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from siteserver import contract
+from siteserver.domain.merge import JournalStatus
 
 from .auth import Admin
 from .deps import SiteAdminDep
@@ -37,6 +39,30 @@ async def status(_: Admin, site: SiteAdminDep) -> contract.SiteStatusOut:
 async def sync_now(_: Admin, site: SiteAdminDep) -> contract.PullOut:
     """Pull from the primary now; answers after one pull completed, with the new cursor."""
     return await site.pull_now()
+
+
+@router.get("/journal", response_model=contract.JournalEntriesOut, responses=_ERRORS)
+async def journal(
+    _: Admin,
+    site: SiteAdminDep,
+    status: JournalStatus = "rejected",
+    after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> contract.JournalEntriesOut:
+    """The site's journal entries of one status (default: rejected ones, with the primary's reason),
+    oldest first, a page at a time."""
+    return await site.journal(status, after_seq, limit)
+
+
+@router.post(
+    "/journal/{txn_id}/retry",
+    response_model=contract.JournalEntryOut,
+    responses={**_ERRORS, 404: {"model": contract.ErrorOut}, 409: {"model": contract.ErrorOut}},
+)
+async def retry(txn_id: uuid.UUID, _: Admin, site: SiteAdminDep) -> contract.JournalEntryOut:
+    """Merge a rejected entry again (a charge that happened, e.g. once its account is back on the
+    primary): it is pending again at once; 409 for an entry that is not rejected or not a fact."""
+    return await site.retry(str(txn_id))
 
 
 @router.post("/merge", response_model=contract.MergeNowOut, responses=_ERRORS)

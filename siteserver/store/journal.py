@@ -120,6 +120,30 @@ def rows(conn: sqlite_utils.Database, txn_ids: Iterable[str]) -> list[JournalRow
     ]
 
 
+def with_status(
+    conn: sqlite_utils.Database, status: JournalStatus, *, after_seq: int, limit: int
+) -> list[JournalRow]:
+    """Entries of one status after the site's seq `after_seq`, oldest first (an admin's list)."""
+    return [
+        _row(r)
+        for r in conn.execute(
+            f"SELECT {_COLS} FROM journal WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
+            [status, after_seq, limit],
+        )
+    ]
+
+
+def retry_rejected(conn: sqlite_utils.Database, txn_id: str) -> JournalRow | None:
+    """A rejected entry back to pending, for the merge to send again (its running totals count it
+    again: the triggers); None when there is no rejected entry with this txn_id."""
+    cur = conn.execute(
+        "UPDATE journal SET status = 'pending', reason = NULL, primary_seq = NULL,"
+        " primary_balance_cents = NULL WHERE txn_id = ? AND status = 'rejected'",
+        [txn_id],
+    )
+    return get(conn, txn_id) if cur.rowcount else None
+
+
 def pending(conn: sqlite_utils.Database, limit: int) -> list[JournalRow]:
     """The oldest pending entries first."""
     return [
