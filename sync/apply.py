@@ -16,8 +16,6 @@ from siteserver.timeutil import now_iso
 
 from . import wire
 
-OTHER_CONTENT = "txn_id already used for a different account or amount"
-
 
 @dataclass
 class Apply:
@@ -98,4 +96,4 @@ def _unknown_account(conn: sqlite_utils.Database, e: wire.JournalEntry) -> wire.
         return _answer(e, "rejected", reason="unknown account")
     if first.account == e.account and first.amount_cents == e.amount_cents:
         return _answer(e, "duplicate", first.seq, first.balance_after_cents)
-    return _answer(e, "rejected", reason=OTHER_CONTENT)
+    return _answer(e, "rejected", reason=ledger.REUSED_TXN_ID)

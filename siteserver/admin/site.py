@@ -29,18 +29,20 @@ MERGE_NOW_ROUNDS = 100
 
 def outages(conn: sqlite_utils.Database) -> list[contract.OutageOut]:
     """Each stretch that began with a change to offline and ended with the next change to online."""
-    spans: list[list[str | None]] = []
+    spans: list[tuple[str, str | None]] = []
     for at, mode in sync_state.mode_history(conn):
         if mode == Mode.OFFLINE and (not spans or spans[-1][1] is not None):
-            spans.append([at, None])
+            spans.append((at, None))
         elif mode == Mode.ONLINE and spans and spans[-1][1] is None:
-            spans[-1][1] = at
-    found = []
-    for started, ended in spans:
-        assert started is not None
-        count = journal_store.count_between(conn, started, ended or now_iso())
-        found.append(contract.OutageOut(started_at=started, ended_at=ended, offline_transactions=count))
-    return found
+            spans[-1] = (spans[-1][0], at)
+    return [
+        contract.OutageOut(
+            started_at=started,
+            ended_at=ended,
+            offline_transactions=journal_store.count_between(conn, started, ended or now_iso()),
+        )
+        for started, ended in spans
+    ]
 
 
 def journal_counts(conn: sqlite_utils.Database) -> contract.JournalCountsOut:
@@ -75,20 +77,7 @@ def site_status(
 
 
 def entry_out(row: journal_store.JournalRow) -> contract.JournalEntryOut:
-    return contract.JournalEntryOut(
-        txn_id=row.txn_id,
-        seq=row.seq,
-        account=row.account,
-        amount_cents=row.amount_cents,
-        kind=row.kind,
-        enforcement=row.enforcement,
-        occurred_at=row.occurred_at,
-        flags=list(row.flags),
-        ref=row.ref,
-        status=row.status,
-        primary_seq=row.primary_seq,
-        reason=row.reason,
-    )
+    return contract.JournalEntryOut.model_validate(row, from_attributes=True)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -119,9 +120,9 @@ async def require_enrollment_token(request: Request) -> None:
 _CHECKS = (require_admin, require_machine, require_device, require_site_signature, require_enrollment_token)
 
 
-def _auth_calls(dependant: Any) -> set[Any]:
-    calls: set[Any] = set()
-    for dep in getattr(dependant, "dependencies", ()):
+def _auth_calls(dependant: Dependant | None) -> set[Callable[..., Any]]:
+    calls: set[Callable[..., Any]] = set()
+    for dep in dependant.dependencies if dependant is not None else ():
         if dep.call in _CHECKS:
             calls.add(dep.call)
         calls |= _auth_calls(dep)

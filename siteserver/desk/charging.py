@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ def refused(ask: ChargeAsk, reason: str | None) -> ledger.Outcome:
     return ledger.Outcome(ask.txn_id, "denied", -ask.cost_cents, reason=reason)
 
 
-class Charging:
+class Charging(ABC):
     """How a role applies and confirms a charge (the one place the roles differ)."""
 
     #: the status of a job released at a device until `confirm` is done
@@ -47,10 +48,10 @@ class Charging:
     #: whether `confirm` does anything (the primary's charges are final at commit)
     confirms: bool = False
 
+    @abstractmethod
     def charge_for(self, conn: sqlite_utils.Database, ask: ChargeAsk) -> tuple[ledger.Outcome, int | None]:
         """Inside the flow's write transaction: choose the account and charge it; the outcome and
         the account charged (None when refused before an account was chosen)."""
-        raise NotImplementedError
 
     def offline(self) -> bool:
         """Whether this role decides alone right now (a site that cannot reach the primary)."""

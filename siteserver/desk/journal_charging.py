@@ -35,8 +35,6 @@ from .charging import ChargeAsk, Charging
 
 log = logging.getLogger("siteserver.site.journal")
 
-OTHER_CONTENT = "txn_id already used for a different account or amount"
-
 
 class JournalCharging(Charging):
     """A site's charges: journal entries decided locally, confirmed by the primary in time."""
@@ -90,7 +88,7 @@ class JournalCharging(Charging):
         if prior.amount_cents == -ask.cost_cents and prior_id is not None:
             balance = journal_store.effective_balance(conn, prior_id)
             return ledger.Outcome(ask.txn_id, "duplicate", prior.amount_cents, balance), prior_id
-        return ledger.Outcome(ask.txn_id, "conflict", -ask.cost_cents, reason=OTHER_CONTENT), None
+        return ledger.Outcome(ask.txn_id, "conflict", -ask.cost_cents, reason=ledger.REUSED_TXN_ID), None
 
     def _caps(self, conn: sqlite_utils.Database, username: str, offline: bool) -> offline_rules.Caps:
         limits = self.limits

@@ -145,13 +145,8 @@ def retry_rejected(conn: sqlite_utils.Database, txn_id: str) -> JournalRow | Non
 
 
 def pending(conn: sqlite_utils.Database, limit: int) -> list[JournalRow]:
-    """The oldest pending entries first."""
-    return [
-        _row(r)
-        for r in conn.execute(
-            f"SELECT {_COLS} FROM journal WHERE status = 'pending' ORDER BY seq LIMIT ?", [limit]
-        )
-    ]
+    """The oldest pending entries first (seqs start at 1)."""
+    return with_status(conn, "pending", after_seq=0, limit=limit)
 
 
 def append(

@@ -16,6 +16,8 @@ import sqlite_utils
 from siteserver.domain import AccountState, Conflict, Enforcement, authorize
 
 ApplyStatus = Literal["applied", "duplicate", "denied", "conflict"]
+#: why an entry whose txn_id was applied with another account or amount is refused
+REUSED_TXN_ID = "txn_id already used for a different account or amount"
 _CHUNK = 500
 
 
@@ -110,7 +112,7 @@ def apply(
                         e.txn_id,
                         "conflict",
                         e.amount_cents,
-                        reason="txn_id already used for a different account or amount",
+                        reason=REUSED_TXN_ID,
                     )
                 )
             continue
