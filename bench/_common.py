@@ -131,16 +131,17 @@ def make_site(
     sync: dict[str, Any] | None = None,
     wan: dict[str, Any] | None = None,
     primary_urls: list[str] | None = None,
+    site_id: str = SITE_ID,
 ) -> SiteHandle:
     """The site of the sample `world` (seeded already), or else a bare site SITE_ID created here
-    through the primary's admin API; its config written and enrolled with the CLI (`siteserver
+    (or `site_id`) through the primary's admin API; its config written and enrolled with the CLI (`siteserver
     site enroll`). The site process is not started: `site.process.start()`. `primary_urls`
     (default: the primary's own URL) is the site's `primary` list, e.g. a fault proxy in front of
     it; `wan` becomes the `[wan]` section."""
     if world is None:
         with primary.admin() as c:
-            site = sample.ok(c.post("/api/admin/v1/sites", json={"site_id": SITE_ID, "name": "Bench site"}))
-        token, site_id = str(site["enrollment_token"]), SITE_ID
+            site = sample.ok(c.post("/api/admin/v1/sites", json={"site_id": site_id, "name": "Bench site"}))
+        token = str(site["enrollment_token"])
     else:
         token, site_id = world.enrollment_token, world.site_id
     port = free_port()

@@ -251,3 +251,21 @@ INSERT INTO change_log_floor (id, pruned_through) VALUES (1, 0);
 """
         + "".join(change_log_triggers(t, pk) for t, pk in MIRRORED_TABLES.items()),
     )
+
+
+@migrations()
+def m004_ledger_conflicts(conn: sqlite_utils.Database) -> None:
+    run_script(
+        conn,
+        """
+-- A merged charge the primary booked with a conflict (its user deleted or disabled, its shared
+-- account gone, a restricted account driven past its limit): what was done, and the account the
+-- site's entry named. Never changed, like the ledger row it explains.
+CREATE TABLE ledger_conflicts (
+  txn_id TEXT PRIMARY KEY REFERENCES ledger(txn_id),
+  requested_account TEXT,
+  kind TEXT NOT NULL,
+  action TEXT NOT NULL
+);
+""",
+    )

@@ -305,3 +305,65 @@ UPDATE journal SET sent = 1 WHERE status = 'pending';
 CREATE INDEX journal_in_doubt ON journal(account) WHERE status = 'pending' AND sent = 1;
 """,
     )
+
+
+@migrations()
+def m005_conflicts_and_reports(conn: sqlite_utils.Database) -> None:
+    """The primary's verdict kept whole: the conflict it settled and what it booked when that is
+    not the entry (a fallback account, an earlier release's amount); when the site noticed an
+    outage; and the reconciliation reports, each a snapshot of its window."""
+    run_script(
+        conn,
+        f"""
+ALTER TABLE journal ADD COLUMN conflict_kind TEXT;
+ALTER TABLE journal ADD COLUMN conflict_action TEXT;
+ALTER TABLE journal ADD COLUMN primary_account TEXT;
+ALTER TABLE journal ADD COLUMN primary_amount_cents INTEGER;
+-- What a report says of the charge: the printer and the pages (copies included).
+ALTER TABLE journal ADD COLUMN printer TEXT;
+ALTER TABLE journal ADD COLUMN pages INTEGER;
+-- Where the primary booked a merged entry: the effective balance of that account holds it
+-- until the mirror has seen it (invariant 3), wherever the site had put it.
+ALTER TABLE journal ADD COLUMN booked_account TEXT
+  GENERATED ALWAYS AS (COALESCE(primary_account, account)) VIRTUAL;
+ALTER TABLE journal ADD COLUMN booked_cents INTEGER
+  GENERATED ALWAYS AS (COALESCE(primary_amount_cents, amount_cents)) VIRTUAL;
+DROP INDEX journal_merged;
+CREATE INDEX journal_booked ON journal(booked_account, primary_seq) WHERE status IN ('applied', 'duplicate');
+CREATE INDEX journal_occurred ON journal(occurred_at);
+-- The status counts the answers with a conflict apart.
+CREATE INDEX journal_conflicts ON journal(status) WHERE conflict_kind IS NOT NULL;
+
+-- The running totals change only with a pending entry: one trigger for the entry that leaves
+-- pending and one for the entry that is pending now, each run only when it has work (recording a
+-- merge's verdicts no longer runs the half that would add nothing).
+DROP TRIGGER journal_totals_update;
+CREATE TRIGGER journal_totals_update_old AFTER UPDATE OF status, account, amount_cents, flags ON journal
+WHEN OLD.status = 'pending' BEGIN{_totals("OLD", "-")}
+END;
+CREATE TRIGGER journal_totals_update_new AFTER UPDATE OF status, account, amount_cents, flags ON journal
+WHEN NEW.status = 'pending' BEGIN{_totals("NEW", "+")}
+END;
+
+-- Seconds from the last good contact with the primary to a change to offline.
+ALTER TABLE mode_changes ADD COLUMN detection_secs REAL;
+
+CREATE TABLE reports (
+  report_id TEXT PRIMARY KEY,
+  since TEXT NOT NULL,
+  until TEXT NOT NULL,
+  generated_at TEXT NOT NULL,
+  summary TEXT NOT NULL            -- JSON: outages, totals, conflicts, check
+);
+-- One row per journal entry of a report's window, as both sides saw it when it was made (written
+-- before its report's row, which is written last: lines without one are an unfinished report).
+CREATE TABLE report_entries (
+  report_id TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  entry TEXT NOT NULL,             -- JSON: the report's entry object
+  conflict TEXT,                   -- JSON (txn_id, kind, action) when the primary settled a conflict
+  mismatch TEXT,                   -- JSON (txn_id, why) when the check found one
+  PRIMARY KEY (report_id, n)
+) WITHOUT ROWID;
+""",
+    )

@@ -62,6 +62,13 @@ def _status(args: argparse.Namespace) -> int:
     return show_status(_site_config(args, "status"))
 
 
+def _report_reconcile(args: argparse.Namespace) -> int:
+    from siteserver.site.cli_report import reconcile
+
+    config = _site_config(args, "report reconcile")
+    return reconcile(config, since=args.since, until=args.until, form=args.format, output=args.output)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from siteserver.demo import run_demo
 
@@ -100,6 +107,22 @@ def parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--config", required=True, metavar="FILE", help="site TOML configuration")
     status.set_defaults(func=_status)
+
+    report = sub.add_parser("report", help="reports of a running site")
+    rsub = report.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rrec = rsub.add_parser(
+        "reconcile",
+        help="a reconciliation report: every journal entry of a window checked against the primary's ledger"
+        " (exit 0: the books agree; 1: they do not, or cannot be verified; 2: usage; 3: site not running)",
+    )
+    rrec.add_argument("--config", required=True, metavar="FILE", help="site TOML configuration")
+    rrec.add_argument(
+        "--since", metavar="T", help="ISO 8601 start of the window (default: 30 days before --until)"
+    )
+    rrec.add_argument("--until", metavar="T", help="ISO 8601 end of the window (default: now)")
+    rrec.add_argument("--format", choices=("json", "csv", "html"), default="json")
+    rrec.add_argument("--output", metavar="PATH", help="write it here (default: standard output)")
+    rrec.set_defaults(func=_report_reconcile)
 
     demo = sub.add_parser("demo", help="a primary with sample data on loopback, in one command")
     demo.add_argument("--dir", default=None, help="keep the demo's files here (default: a new temp dir)")

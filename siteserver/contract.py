@@ -7,10 +7,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS, MAX_PAGE_PRICE_CENTS
+from siteserver.timeutil import iso, parse_iso
 
 NAME_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
 IDENT_PATTERN = r"^[A-Za-z0-9._-]+$"
@@ -407,8 +408,22 @@ class SyncOut(BaseModel):
 
 class JournalCountsOut(BaseModel):
     pending: int
-    merged: int
+    merged: int  # applied (with a conflict or not) or duplicate
     rejected: int
+    applied: int = 0  # of merged: applied as made
+    applied_with_conflict: int = 0  # of merged: applied with a conflict the primary settled
+    duplicate: int = 0  # of merged: the primary had it before
+
+
+class MergeProgressOut(BaseModel):
+    """The background merge's drain of the journal: running while entries are pending."""
+
+    running: bool
+    started_at: str | None  # when this drain (or the last one) began
+    finished_at: str | None  # when the last one ended (null while running)
+    done: int  # entries the primary answered in this drain
+    total: int  # entries to drain: those pending when it began, and any added since
+    rate_per_sec: float | None  # answered entries per second so far
 
 
 class JournalEntryOut(BaseModel):
@@ -436,7 +451,10 @@ class JournalEntriesOut(BaseModel):
 class OutageOut(BaseModel):
     started_at: str
     ended_at: str | None
+    detection_secs: float | None = None  # from the last good contact to the change to offline
+    merge_secs: float | None = None  # from the link back to the journal drained
     offline_transactions: int
+    offline_cents: int = 0  # what the entries of the outage charged
 
 
 class TopSpenderOut(BaseModel):
@@ -460,6 +478,7 @@ class SiteStatusOut(BaseModel):
     primary: PrimaryOut
     sync: SyncOut
     journal: JournalCountsOut
+    merge: MergeProgressOut | None = None
     outages: list[OutageOut]
     offline_exposure: OfflineExposureOut
 
@@ -471,3 +490,141 @@ class PullOut(BaseModel):
 class MergeNowOut(BaseModel):
     merged: int  # entries sent to the primary by this merge
     journal: JournalCountsOut
+
+
+# -- the reconciliation report (v1.1) -----------------------------------------------------------
+
+
+def _instant(v: str | None) -> str | None:
+    """An ISO 8601 instant as the journal writes them (UTC, milliseconds, Z), so that windows
+    compare as text; one without a zone is UTC."""
+    if v is None:
+        return None
+    try:
+        return iso(parse_iso(v))
+    except ValueError as e:
+        raise ValueError("must be an ISO 8601 instant, e.g. 2026-12-01T00:00:00Z") from e
+
+
+Instant = Annotated[str, Field(min_length=10, max_length=40), AfterValidator(_instant)]
+
+
+class ReportIn(Strict):
+    since: Instant | None = None  # default: 30 days before `until`
+    until: Instant | None = None  # default: now
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReportIn:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError("since must not be after until")
+        return self
+
+
+class ReportCreatedOut(BaseModel):
+    report_id: str
+    books_agree: bool | None = None  # the report's check, so a caller need not fetch it all
+    verified_against_primary: bool = False
+    summary: str = ""
+
+
+class ConflictOut(BaseModel):
+    kind: str
+    action: str  # what the primary did, in a sentence
+
+
+class ReportEntryOut(BaseModel):
+    """One journal entry of the window, as the site and the primary each see it."""
+
+    txn_id: str
+    occurred_at: str
+    username: str | None
+    account: str
+    kind: str
+    printer: str | None
+    pages: int | None
+    amount_cents: int
+    offline: bool
+    flags: list[str]
+    site_status: Literal["pending", "merged", "rejected"]
+    primary_status: Literal["applied", "duplicate", "applied_with_conflict", "rejected"] | None
+    primary_account: str | None
+    primary_amount_cents: int | None
+    primary_seq: int | None
+    conflict: ConflictOut | None
+    reason: str | None
+
+
+class TotalOut(BaseModel):
+    entries: int
+    cents: int
+
+
+class ReportTotalsOut(BaseModel):
+    """Entries and cents of the window (rejected ones are not money, so not counted)."""
+
+    by_user: dict[str, TotalOut]
+    by_account: dict[str, TotalOut]
+    by_printer: dict[str, TotalOut]
+    by_kind: dict[str, TotalOut]
+
+
+class ReportConflictOut(BaseModel):
+    txn_id: str
+    kind: str
+    action: str
+
+
+class MismatchOut(BaseModel):
+    txn_id: str
+    why: str
+
+
+class ReportCheckOut(BaseModel):
+    books_agree: bool | None  # null: the primary could not be asked
+    verified_against_primary: bool
+    entries_checked: int  # merged and rejected entries compared with the primary's ledger
+    pending: int = 0  # entries the primary has not answered yet: listed, not mismatches
+    site_total_cents: int  # what the site's merged entries of the window charged
+    primary_total_cents: int | None  # what the primary's ledger holds for them now
+    mismatches: list[MismatchOut]
+    summary: str
+
+
+class ReportOut(BaseModel):
+    report_id: str
+    site_id: str
+    since: str
+    until: str
+    generated_at: str
+    outages: list[OutageOut]
+    entries: list[ReportEntryOut]
+    totals: ReportTotalsOut
+    conflicts: list[ReportConflictOut]
+    check: ReportCheckOut
+
+
+class PrimaryReportEntryOut(BaseModel):
+    """A ledger row the primary booked from a site's journal."""
+
+    txn_id: str
+    seq: int
+    occurred_at: str
+    applied_at: str
+    account: str  # the account booked
+    requested_account: str | None  # the account the site's entry named, when a conflict moved it
+    amount_cents: int
+    kind: str
+    flags: list[str]
+    conflict: ConflictOut | None
+
+
+class PrimaryReportOut(BaseModel):
+    """What the primary received from one site in a window (when the branch machine is gone)."""
+
+    site_id: str
+    since: str
+    until: str
+    generated_at: str
+    entries: list[PrimaryReportEntryOut]
+    totals: ReportTotalsOut
+    conflicts: list[ReportConflictOut]

@@ -1,17 +1,26 @@
-"""The primary's side of a merge: a site's journal entries applied through `store.ledger.apply`,
-all of an upload in one write transaction, at most once per `txn_id`, one verdict per entry."""
+"""The primary's side of a merge: a site's journal entries booked through `store.ledger.apply`,
+all of an upload in one write transaction, at most once per `txn_id`, one verdict per entry.
+
+A merged charge is a fact the site answered: when its account changed while the site was cut off,
+it is booked where the offline policy says (siteserver.domain.merge.book) and answered
+`applied_with_conflict`, never dropped (DESIGN.md invariant 9). Only an entry that is not money at
+all (a `txn_id` reused with other content) or a release the primary refused before the site
+answered it is `rejected`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import sqlite_utils
 
 from siteserver.domain import Enforcement
-from siteserver.domain.merge import MergeStatus
+from siteserver.domain.merge import Booking, MergeConflict, MergeStatus, book, fallback_account
+from siteserver.domain.offline import POLICY_FLAGS
 from siteserver.store import Database, ledger
 from siteserver.store import accounts as accounts_store
+from siteserver.store.settings import get_policies
 from siteserver.timeutil import now_iso
 
 from . import wire
@@ -29,19 +38,121 @@ class Apply:
             lambda conn: apply_entries(conn, site_id, body.entries, epoch=self.epoch_of())
         )
 
+    async def lookup(self, site_id: str, body: wire.LookupIn) -> wire.LookupOut:
+        """The ledger rows the asking site's txn_ids have now (for its reconciliation check)."""
+        ids = [str(t) for t in body.txn_ids]
+        found = await self.db.read(lambda conn: ledger.applications(conn, ids))
+        return wire.LookupOut(rows=[ledger_row(a) for a in found if a.origin_site == site_id])
+
+
+def ledger_row(a: ledger.Application) -> wire.LedgerRow:
+    return wire.LedgerRow(
+        txn_id=a.txn_id,
+        seq=a.seq,
+        account=a.account,
+        amount_cents=a.amount_cents,
+        kind=a.kind,
+        occurred_at=a.occurred_at,
+        applied_at=a.applied_at,
+        flags=list(a.flags),
+        requested_account=a.requested_account,
+        conflict=wire.ConflictOut.of(a.conflict),
+    )
+
+
+def spender_of(e: wire.JournalEntry) -> str | None:
+    """Who spent an entry: its `by:` flag (offline entries), else None (a personal account's user)."""
+    return next((f[3:] for f in e.flags if f.startswith("by:")), None)
+
+
+def _answer(
+    e: wire.JournalEntry,
+    status: MergeStatus,
+    seq: int | None = None,
+    balance: int | None = None,
+    reason: str | None = None,
+    conflict: MergeConflict | None = None,
+    account: str | None = None,
+    amount: int | None = None,
+) -> wire.MergeResult:
+    return wire.MergeResult(
+        txn_id=e.txn_id,
+        status=status,
+        seq=seq,
+        balance_cents=balance,
+        reason=reason,
+        conflict=wire.ConflictOut.of(conflict),
+        account=None if account == e.account else account,
+        amount_cents=None if amount == e.amount_cents else amount,
+    )
+
+
+def _repeat(e: wire.JournalEntry, site_id: str, first: ledger.Application) -> wire.MergeResult:
+    """An entry whose txn_id is in the ledger already: the first answer again, or why not."""
+    if first.named_account == e.account and first.amount_cents == e.amount_cents:
+        return _answer(
+            e, "duplicate", first.seq, first.balance_after_cents, None, first.conflict, first.account
+        )
+    if first.origin_site == site_id and e.ref is not None and first.ref == e.ref and first.kind == e.kind:
+        # The same job released again at the site (its first release refused, then re-released
+        # elsewhere) while an upload of the first release was still on its way and got applied.
+        conflict = MergeConflict(
+            "earlier_release_billed",
+            f"an earlier release of this job was billed: {-first.amount_cents} cents to {first.account};"
+            " that charge stands",
+        )
+        return _answer(
+            e,
+            "duplicate",
+            first.seq,
+            first.balance_after_cents,
+            None,
+            conflict,
+            first.account,
+            first.amount_cents,
+        )
+    return _answer(e, "rejected", reason=ledger.REUSED_TXN_ID)
+
 
 def apply_entries(
-    conn: sqlite_utils.Database, site_id: str, entries: list[wire.JournalEntry], *, epoch: int
+    conn: sqlite_utils.Database, site_id: str, entries: Sequence[wire.JournalEntry], *, epoch: int
 ) -> wire.MergeOut:
     now = now_iso()
-    labels = {e.account for e in entries}
-    account_ids = {label: accounts_store.account_by_label(conn, label) for label in labels}
+    firsts = {a.txn_id: a for a in ledger.applications(conn, [str(e.txn_id) for e in entries])}
+    policies = get_policies(conn)
+    account_ids: dict[str, int] = {}
+    bookings: dict[tuple[str, str | None, bool], Booking] = {}
     batch: list[ledger.Entry] = []
     where: list[int] = []
+    results: list[wire.MergeResult | None] = []
     for i, e in enumerate(entries):
-        account_id = account_ids[e.account]
-        if account_id is None:
+        first = firsts.get(str(e.txn_id))
+        if first is not None:
+            results.append(_repeat(e, site_id, first))
             continue
+        results.append(None)
+        by_policy = bool(POLICY_FLAGS.intersection(e.flags))
+        key = (e.account, spender_of(e), by_policy)
+        booking = bookings.get(key)
+        if booking is None:  # once per account and spender in an upload
+            named = accounts_store.named_account(conn, e.account, key[1])
+            if by_policy:  # charged there by an offline policy, not by membership
+                named = replace(named, spender_member=True)
+            booking = bookings[key] = book(named, policies)
+        account_id = account_ids.get(booking.account)
+        if account_id is None:
+            if booking.account == f"shared:{fallback_account(policies)}":
+                account_id = accounts_store.open_fallback_account(conn, fallback_account(policies), now=now)
+            else:
+                found = accounts_store.account_by_label(conn, booking.account)
+                assert found is not None, booking  # book() only names accounts that are open
+                account_id = found
+            account_ids[booking.account] = account_id
+        flags = tuple(e.flags)
+        if booking.conflict is not None:
+            flags = (*flags, f"conflict:{booking.conflict.kind}")
+            if e.account.startswith("user:") and spender_of(e) is None:
+                flags = (*flags, f"by:{e.account[5:]}"[:64])  # the username stays on the row
         batch.append(
             ledger.Entry(
                 str(e.txn_id),
@@ -51,49 +162,42 @@ def apply_entries(
                 Enforcement(e.enforcement),
                 e.occurred_at,
                 origin_site=site_id,
-                flags=tuple(e.flags),
+                flags=flags,
                 ref=e.ref,
+                conflict=booking.conflict,
+                requested_account=e.account if booking.account != e.account else None,
             )
         )
         where.append(i)
-    outcomes = dict(zip(where, ledger.apply(conn, batch, epoch=epoch, applied_at=now), strict=True))
-    results = [
-        _result(e, out) if (out := outcomes.get(i)) is not None else _unknown_account(conn, e)
-        for i, e in enumerate(entries)
-    ]
-    applied = [e.amount_cents for e, r in zip(entries, results, strict=True) if r.status == "applied"]
-    receipt = wire.Receipt(
-        entries=len(entries),
-        applied=len(applied),
-        duplicate=sum(r.status == "duplicate" for r in results),
-        rejected=sum(r.status == "rejected" for r in results),
-        applied_cents=sum(applied),
-    )
-    return wire.MergeOut(results=results, receipt=receipt)
+    label_of = {a: label for label, a in account_ids.items()}
+    outcomes = ledger.apply(conn, batch, epoch=epoch, applied_at=now)
+    for i, entry, out in zip(where, batch, outcomes, strict=True):
+        results[i] = _result(entries[i], out, label_of[entry.account_id])
+    answered = [r for r in results if r is not None]
+    return wire.MergeOut(results=answered, receipt=_receipt(entries, answered))
 
 
-def _answer(
-    e: wire.JournalEntry,
-    status: MergeStatus,
-    seq: int | None = None,
-    balance: int | None = None,
-    reason: str | None = None,
-) -> wire.MergeResult:
-    return wire.MergeResult(txn_id=e.txn_id, status=status, seq=seq, balance_cents=balance, reason=reason)
-
-
-def _result(e: wire.JournalEntry, out: ledger.Outcome) -> wire.MergeResult:
-    if out.status == "applied" or out.status == "duplicate":
-        return _answer(e, out.status, out.seq, out.balance_after_cents)
+def _result(e: wire.JournalEntry, out: ledger.Outcome, account: str) -> wire.MergeResult:
+    if out.status == "applied":
+        status: MergeStatus = "applied" if out.conflict is None else "applied_with_conflict"
+        return _answer(e, status, out.seq, out.balance_after_cents, None, out.conflict, account)
+    if out.status == "duplicate":  # the same txn_id twice in one upload
+        return _answer(e, "duplicate", out.seq, out.balance_after_cents, None, None, account)
+    # `denied`: a release the site had not answered yet, refused at its limit (nothing printed)
     return _answer(e, "rejected", reason=out.reason or out.status)
 
 
-def _unknown_account(conn: sqlite_utils.Database, e: wire.JournalEntry) -> wire.MergeResult:
-    """An entry whose account is gone (or never was). If its txn_id was applied before (the user
-    deleted since), the answer is still that first application's: merging twice has one effect."""
-    first = ledger.first_application(conn, str(e.txn_id))
-    if first is None:
-        return _answer(e, "rejected", reason="unknown account")
-    if first.account == e.account and first.amount_cents == e.amount_cents:
-        return _answer(e, "duplicate", first.seq, first.balance_after_cents)
-    return _answer(e, "rejected", reason=ledger.REUSED_TXN_ID)
+def _receipt(entries: Sequence[wire.JournalEntry], results: Sequence[wire.MergeResult]) -> wire.Receipt:
+    booked = [
+        e.amount_cents if r.amount_cents is None else r.amount_cents
+        for e, r in zip(entries, results, strict=True)
+        if r.status in ("applied", "applied_with_conflict")
+    ]
+    return wire.Receipt(
+        entries=len(entries),
+        applied=sum(r.status == "applied" for r in results),
+        applied_with_conflict=sum(r.status == "applied_with_conflict" for r in results),
+        duplicate=sum(r.status == "duplicate" for r in results),
+        rejected=sum(r.status == "rejected" for r in results),
+        applied_cents=sum(booked),
+    )

@@ -157,11 +157,21 @@ class SyncClient:
     def merge(
         self, entries: list[wire.JournalEntry], *, timeout: float | httpx.Timeout | None = None
     ) -> wire.MergeOut:
-        """Merge these journal entries (1-1000) into the primary: one verdict per entry."""
+        """Merge these journal entries (1-5000) into the primary: one verdict per entry."""
         request = self.build(
             "POST", wire.url_path(wire.MERGE_PATH), json_body=wire.MergeIn(entries=entries), timeout=timeout
         )
         return parse(wire.MergeOut, self.send(request))
+
+    def lookup(self, txn_ids: list[str], *, timeout: float | httpx.Timeout | None = None) -> wire.LookupOut:
+        """The primary's ledger rows of these txn_ids (1-1000) that came from this site."""
+        request = self.build(
+            "POST",
+            wire.url_path(wire.LOOKUP_PATH),
+            json_body=wire.LookupIn.model_validate({"txn_ids": txn_ids}),
+            timeout=timeout,
+        )
+        return parse(wire.LookupOut, self.send(request))
 
 
 def _snapshot_lines(

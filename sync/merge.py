@@ -15,13 +15,15 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
 from pydantic import ValidationError
 
+from siteserver import contract
 from siteserver.domain.merge import MergeVerdict
 from siteserver.store import Database
 from siteserver.store import journal as journal_store
@@ -34,7 +36,13 @@ from .errors import MergeUnsettled, SyncFailed
 log = logging.getLogger("siteserver.sync.merge")
 
 MERGE_INTERVAL_SECS = 2.0
-MERGE_BATCH = 500
+#: entries per background upload: large, so that a drain is few requests and the accounts it
+#: touches change (and reach the site's mirror) once per batch rather than once per few entries
+MERGE_BATCH = 5000
+#: entries per upload of requests' merges (grouped while they wait)
+REQUEST_GROUP = 500
+#: background uploads in flight at once: one is applied while the next is read, sent and parsed
+PIPELINE = 2
 BACKGROUND_TIMEOUT_SECS = 10.0
 #: threads merging requests' entries; each takes every request waiting when it starts (one upload)
 UPLOADERS = 3
@@ -70,6 +78,56 @@ def entry_of(row: journal_store.JournalRow) -> wire.JournalEntry:
     )
 
 
+class Progress:
+    """How far the background merge is in draining the journal (for the site's status)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = False
+        self.started_at: str | None = None
+        self.finished_at: str | None = None
+        self._started = 0.0
+        self.done = 0
+        self.total = 0
+
+    def begin(self, pending: Callable[[], int]) -> None:
+        with self._lock:
+            if self.running:
+                return
+        total = pending()
+        with self._lock:
+            self.running, self.started_at, self.finished_at = True, now_iso(), None
+            self._started, self.done, self.total = time.monotonic(), 0, total
+
+    def advance(self, answered: int, pending: int) -> None:
+        with self._lock:
+            self.done += answered
+            self.total = max(self.total, self.done + pending)
+
+    def finish(self) -> None:
+        with self._lock:
+            if self.running:
+                self.running, self.finished_at = False, now_iso()
+
+    def view(self) -> contract.MergeProgressOut:
+        with self._lock:
+            secs = time.monotonic() - self._started
+            rate = round(self.done / secs, 1) if self.started_at is not None and secs > 0 else None
+            return contract.MergeProgressOut(
+                running=self.running,
+                started_at=self.started_at,
+                finished_at=self.finished_at,
+                done=self.done,
+                total=self.total,
+                rate_per_sec=rate if self.running else None,
+            )
+
+
+def verdict_of(r: wire.MergeResult) -> MergeVerdict:
+    conflict = None if r.conflict is None else r.conflict.domain()
+    return MergeVerdict(r.status, r.seq, r.balance_cents, r.reason, conflict, r.account, r.amount_cents)
+
+
 class Merger:
     """Merges journal entries into the primary and records the per-entry verdicts."""
 
@@ -90,6 +148,8 @@ class Merger:
         self._waiting: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
         #: time.monotonic() before which the background merge does not try (a Retry-After)
         self._resume_at = 0.0
+        self.progress = Progress()
+        self._pipeline = ThreadPoolExecutor(max_workers=PIPELINE, thread_name_prefix="merge")
 
     def merge(self, entries: Sequence[journal_store.JournalRow], timeout: float) -> Verdicts | None:
         """One upload (on a plain thread); None when the primary gave no answer. Verdicts are
@@ -106,10 +166,7 @@ class Merger:
         verdicts: Verdicts | None = None
         try:
             answer = ep.quick.merge([entry_of(e) for e in entries], timeout=timeout)
-            verdicts = {
-                str(r.txn_id): MergeVerdict(r.status, r.seq, r.balance_cents, r.reason)
-                for r in answer.results
-            }
+            verdicts = {str(r.txn_id): verdict_of(r) for r in answer.results}
             self.endpoints.ok(ep)
             if self.on_answered is not None:
                 self.on_answered()
@@ -150,7 +207,7 @@ class Merger:
             return []
         group = [first]
         size = len(first.entries)
-        while size < MERGE_BATCH:
+        while size < REQUEST_GROUP:
             try:
                 more = self._waiting.get_nowait()
             except queue.Empty:
@@ -183,14 +240,41 @@ class Merger:
                 w.future.set_result(found)
 
     def merge_pending_once(self, timeout: float = BACKGROUND_TIMEOUT_SECS) -> int:
-        """Merge the oldest pending entries (one batch); returns how many were sent, negative when
-        the primary did not answer."""
-        rows = self.db.read_sync(lambda conn: journal_store.pending(conn, MERGE_BATCH))
-        if not rows:
-            return 0
-        if self.merge(rows, timeout) is None:
-            return -len(rows)
-        return len(rows)
+        """Merge the pending journal, oldest first, in batches of MERGE_BATCH with up to PIPELINE
+        uploads in flight (the next batch is read and sent while the primary applies the last);
+        returns how many entries were sent, negative when the primary did not answer."""
+        after = 0
+        sent = 0
+        in_flight: deque[tuple[int, Future[Verdicts | None]]] = deque()
+        failed = False
+        while not self.stop.is_set() and not failed:
+            rows = self._pending_after(after)
+            if not rows:
+                break
+            self.progress.begin(lambda: self.db.read_sync(journal_store.pending_count))
+            after = rows[-1].seq
+            in_flight.append((len(rows), self._pipeline.submit(self.merge, rows, timeout)))
+            if len(in_flight) >= PIPELINE:
+                failed = not self._landed(*in_flight.popleft())
+            sent += len(rows)
+        while in_flight:
+            failed = not self._landed(*in_flight.popleft()) or failed
+        if failed:
+            return -max(sent, 1)
+        if sent == 0:
+            self.progress.finish()
+        return sent
+
+    def _pending_after(self, seq: int) -> list[journal_store.JournalRow]:
+        return self.db.read_sync(lambda conn: journal_store.pending(conn, MERGE_BATCH, after_seq=seq))
+
+    def _landed(self, size: int, upload: Future[Verdicts | None]) -> bool:
+        """Wait for one upload of the pipeline; whether the primary answered it."""
+        verdicts = upload.result()
+        if verdicts is None:
+            return False
+        self.progress.advance(len(verdicts), self.db.read_sync(journal_store.pending_count))
+        return True
 
     def run(self) -> None:
         """The background merge thread: never dies."""
@@ -202,14 +286,19 @@ class Merger:
                 if self.stop.is_set():
                     return
                 log.exception("merge failed")
-            if sent >= MERGE_BATCH:
-                continue  # more waiting: at once
-            if sent < 0:  # its own merge failed: wait before the next try
-                self.stop.wait(self.backoff_secs())
+            if sent < 0:  # the primary did not answer: wait before the next try
                 self.wake.clear()
+                # ... or until a primary endpoint is seen active again; never before a Retry-After
+                self.wake.wait(self.backoff_secs())
+                self.stop.wait(max(0.0, self._resume_at - time.monotonic()))
                 continue
             self.wake.wait(MERGE_INTERVAL_SECS)  # or at once, after a request's merge failed
             self.wake.clear()
+
+    def close(self) -> None:
+        """Uploads not started are dropped (their entries stay pending); one in flight ends with
+        its timeout or the closed endpoints."""
+        self._pipeline.shutdown(wait=False, cancel_futures=True)
 
     def backoff_secs(self) -> float:
         """After a failed merge: about one interval, jittered so that sites cut off together do not

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from siteserver.domain.merge import MergeStatus
+from siteserver.domain.merge import ConflictKind, MergeConflict, MergeStatus
 from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS
 
@@ -24,6 +24,7 @@ HEARTBEAT_PATH = "/heartbeat"
 SNAPSHOT_PATH = "/snapshot"
 CHANGES_PATH = "/changes"
 MERGE_PATH = "/journal"  # the site merges its journal into the primary here
+LOOKUP_PATH = "/ledger/lookup"  # the primary's ledger rows of a site's txn_ids (reconciliation)
 
 
 def url_path(path: str) -> str:
@@ -32,7 +33,7 @@ def url_path(path: str) -> str:
 
 
 SNAPSHOT_MEDIA_TYPE = "application/x-ndjson"
-MAX_JOURNAL_ENTRIES = 1000
+MAX_JOURNAL_ENTRIES = 5000
 MAX_CHANGES_LIMIT = 5000
 MAX_CHANGES_WAIT_SECS = 60.0
 
@@ -154,20 +155,63 @@ class MergeIn(_Request):
     entries: Annotated[list[JournalEntry], Field(min_length=1, max_length=MAX_JOURNAL_ENTRIES)]
 
 
+class ConflictOut(BaseModel):
+    kind: ConflictKind
+    action: str  # what the primary did, in a sentence
+
+    @classmethod
+    def of(cls, c: MergeConflict | None) -> ConflictOut | None:
+        return None if c is None else cls(kind=c.kind, action=c.action)
+
+    def domain(self) -> MergeConflict:
+        return MergeConflict(self.kind, self.action)
+
+
 class MergeResult(BaseModel):
     txn_id: uuid.UUID
     status: MergeStatus
     seq: int | None  # the ledger seq (for a duplicate: the first application's)
     balance_cents: int | None  # the account's balance right after that ledger row
     reason: str | None  # why it was rejected
+    conflict: ConflictOut | None = None  # applied_with_conflict (or a duplicate of one): what was done
+    account: str | None = None  # the account booked, when it is not the entry's
+    amount_cents: int | None = None  # the amount booked, when it is not the entry's
 
 
 class Receipt(BaseModel):
     entries: int
-    applied: int
+    applied: int  # applied as made
+    applied_with_conflict: int = 0
     duplicate: int
     rejected: int
-    applied_cents: int  # the sum of amount_cents of the entries applied by this upload
+    applied_cents: int  # the sum of amount_cents booked by this upload (with conflict or not)
+
+
+# -- look-up: the primary's ledger as it stands, for a reconciliation report -----------------------
+
+
+class LookupIn(_Request):
+    txn_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=MAX_JOURNAL_ENTRIES)]
+
+
+class LedgerRow(BaseModel):
+    txn_id: uuid.UUID
+    seq: int
+    account: str  # the account booked
+    amount_cents: int
+    kind: str
+    occurred_at: str
+    applied_at: str
+    flags: list[str]
+    requested_account: str | None  # the account the entry named, when a conflict moved it
+    conflict: ConflictOut | None
+
+
+class LookupOut(BaseModel):
+    """Every ledger row of the asked txn_ids that came from the asking site (none: never
+    applied; two: the ledger was altered), in seq order."""
+
+    rows: list[LedgerRow]
 
 
 class MergeOut(BaseModel):

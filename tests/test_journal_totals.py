@@ -207,10 +207,10 @@ class JournalMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.entries))
     @rule(data=st.data())
     def push_misses_budget(self, data: st.DataObject) -> None:
-        """The budget ran out: still-pending entries are marked offline."""
+        """The budget ran out: the entries are facts now, marked offline (a late refusal undone)."""
         chosen = data.draw(st.lists(st.sampled_from(sorted(self.entries)), max_size=4))
         self.db.write_sync(
-            lambda d: journal_store.add_flags(d, chosen, ("offline", "budget:missed")), fenced=False
+            lambda d: journal_store.settle_answered(d, chosen, ("offline", "budget:missed")), fenced=False
         )
 
     @precondition(lambda self: any(r.status == "pending" for r in self.local().values()))

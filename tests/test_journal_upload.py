@@ -20,7 +20,16 @@ def upload(c: SyncClient, entries: list[dict[str, Any]]) -> dict[str, Any]:
     assert set(body) == {"results", "receipt"}
     assert [x["txn_id"] for x in body["results"]] == [e["txn_id"] for e in entries]
     for x in body["results"]:
-        assert set(x) == {"txn_id", "status", "seq", "balance_cents", "reason"}
+        assert set(x) == {
+            "txn_id",
+            "status",
+            "seq",
+            "balance_cents",
+            "reason",
+            "conflict",
+            "account",
+            "amount_cents",
+        }
     return body
 
 
@@ -42,6 +51,7 @@ def test_upload_applies_once(primary: Primary) -> None:
         assert first["receipt"] == {
             "entries": 3,
             "applied": 3,
+            "applied_with_conflict": 0,
             "duplicate": 0,
             "rejected": 0,
             "applied_cents": -165,
@@ -67,6 +77,7 @@ def test_upload_applies_once(primary: Primary) -> None:
         assert second["receipt"] == {
             "entries": 3,
             "applied": 0,
+            "applied_with_conflict": 0,
             "duplicate": 3,
             "rejected": 0,
             "applied_cents": 0,
@@ -88,8 +99,8 @@ def test_rejections(primary: Primary) -> None:
         done = entry("user:alice", -100)
         upload(c, [done])
         entries = [
-            {**done, "amount_cents": -99},  # same txn_id, different amount
-            {**done, "account": "user:bob"},  # same txn_id, different account
+            {**done, "amount_cents": -99, "ref": "job-2"},  # same txn_id, different amount
+            {**done, "account": "user:bob", "ref": "job-2"},  # same txn_id, different account
             entry("user:nobody", -5),
             entry("shared:Nope", -5),
             entry("user:bob", -500, enforcement="authorize"),  # past a restricted user's limit
@@ -98,25 +109,40 @@ def test_rejections(primary: Primary) -> None:
         ]
         body = upload(c, entries)
         statuses = [x["status"] for x in body["results"]]
-        assert statuses == ["rejected"] * 5 + ["applied", "applied"]
+        assert statuses == ["rejected"] * 2 + ["applied_with_conflict"] * 2 + ["rejected"] + [
+            "applied_with_conflict",
+            "applied",
+        ]
         reasons = [x["reason"] for x in body["results"]]
         assert "different account or amount" in reasons[0] and "different account or amount" in reasons[1]
-        assert reasons[2] == reasons[3] == "unknown account"
-        assert reasons[4] and reasons[5] is None
-        for x in body["results"][:5]:
-            assert x["seq"] is None and x["balance_cents"] is None
-        assert body["results"][5]["balance_cents"] == -400
+        assert reasons[4] and reasons[2] is None and reasons[5] is None
+        for i in (0, 1, 4):
+            x = body["results"][i]
+            assert x["seq"] is None and x["balance_cents"] is None and x["conflict"] is None
+        # Money never goes unbilled: an unknown user's or account's charge goes to the fallback.
+        kinds = [(x["conflict"] or {}).get("kind") for x in body["results"]]
+        assert kinds[2:4] == ["unknown_user", "shared_account_gone"] and kinds[5] == "over_limit"
+        assert body["results"][2]["account"] == body["results"][3]["account"] == "shared:Offline Account"
+        assert body["results"][5]["balance_cents"] == -400 and body["results"][5]["account"] is None
         assert body["receipt"] == {
             "entries": 7,
-            "applied": 2,
+            "applied": 1,
+            "applied_with_conflict": 3,
             "duplicate": 0,
-            "rejected": 5,
-            "applied_cents": -493,
+            "rejected": 3,
+            "applied_cents": -503,
         }
         assert balances(primary) == {"alice": 907, "bob": -400, "team": 0}
+        # The same job released again at the site with another price while an upload of its
+        # first release was on its way: the first billing stands, and the answer says so.
+        again = upload(c, [{**done, "amount_cents": -80, "account": "user:bob"}])["results"][0]
+        assert again["status"] == "duplicate" and again["conflict"]["kind"] == "earlier_release_billed"
+        assert (again["account"], again["amount_cents"]) == ("user:alice", -100)
         # A denied authorize leaves no trace: the same txn_id may apply later as a fact.
         retry = {**entries[4], "enforcement": "fact"}
-        assert upload(c, [retry])["results"][0]["status"] == "applied"
+        late = upload(c, [retry])["results"][0]
+        assert late["status"] == "applied_with_conflict" and late["conflict"]["kind"] == "over_limit"
+        assert "900 cents past its limit" in late["conflict"]["action"]
 
 
 def test_deleted_user_still_answers_duplicate(primary: Primary) -> None:
@@ -129,7 +155,14 @@ def test_deleted_user_still_answers_duplicate(primary: Primary) -> None:
         again = upload(c, [e])["results"][0]
         assert again["status"] == "duplicate" and again["seq"] == first["seq"]
         assert again["balance_cents"] == first["balance_cents"]
-        assert upload(c, [entry("user:bob", -1)])["results"][0]["reason"] == "unknown account"
+        # A new charge of the deleted user is billed to the fallback account, the username kept.
+        late = upload(c, [entry("user:bob", -1)])["results"][0]
+        assert late["status"] == "applied_with_conflict" and late["conflict"]["kind"] == "user_deleted"
+        assert late["account"] == "shared:Offline Account"
+        rows = a.get("/api/admin/v1/transactions", params={"origin_site": site.site_id}).json()
+        row = next(t for t in rows["transactions"] if t["txn_id"] == str(late["txn_id"]))
+        assert row["account"] == "shared:Offline Account" and "by:bob" in row["flags"]
+        assert "conflict:user_deleted" in row["flags"]
 
 
 def test_strict_bodies(primary: Primary) -> None:
@@ -140,7 +173,7 @@ def test_strict_bodies(primary: Primary) -> None:
         def status(body: Any) -> int:
             return c.request("POST", JOURNAL, json_body=body).status_code
 
-        assert status({"entries": [entry("user:alice", -1) for _ in range(1001)]}) == 422
+        assert status({"entries": [entry("user:alice", -1) for _ in range(5001)]}) == 422
         assert status({"entries": []}) == 422
         for bad in (
             {"amount_cents": 1.5},
@@ -160,9 +193,9 @@ def test_strict_bodies(primary: Primary) -> None:
             expect_error(r, 422, "invalid_request")
         assert status({"entries": [entry("user:alice", -1)], "extra": True}) == 422
         assert balances(primary)["alice"] == 1000
-        # 1000 entries is the limit, and fine.
-        body = upload(c, [entry("user:alice", -1) for _ in range(1000)])
-        assert body["receipt"]["applied"] == 1000 and body["receipt"]["applied_cents"] == -1000
+        # 5000 entries is the limit, and fine.
+        body = upload(c, [entry("user:alice", 1) for _ in range(5000)])
+        assert body["receipt"]["applied"] == 5000 and body["receipt"]["applied_cents"] == 5000
     # Unsigned: 401 before the body is looked at.
     r = httpx.post(primary.url + JOURNAL, json={"entries": []}, timeout=30)
     expect_error(r, 401, "missing_signature")

@@ -280,7 +280,15 @@ def test_findme_release_usage_and_the_journal(primary: Primary, branch: Branch) 
 
     with branch.admin() as c:
         st = c.get("/api/admin/v1/status").json()
-    assert st["journal"] == {"pending": 0, "merged": 3, "rejected": 1}
+    assert st["journal"] == {
+        "pending": 0,
+        "merged": 3,
+        "rejected": 1,
+        "applied": 3,
+        "applied_with_conflict": 0,
+        "duplicate": 0,
+    }
+    assert st["merge"]["running"] is False
     assert MONO  # the mono printer served the copy above
 
 
@@ -401,7 +409,9 @@ def test_concurrent_releases_get_their_own_verdicts(primary: Primary, branch: Br
     txns = dict(branch.query("SELECT job_id, txn_id FROM jobs"))
     charged = [t["txn_id"] for t in ledger_rows(primary)]
     assert sorted(charged) == sorted(txns[jobs[n]] for n in funded)
-    assert [journal(branch, txns[jobs[n]])[0] for n in funded] == ["applied"] * 6
+    # Merged once each; the answer recorded is whichever upload's came first (a request's
+    # `applied`, or the background merge's `duplicate` when it carried the same entry meanwhile).
+    assert all(journal(branch, txns[jobs[n]])[0] in ("applied", "duplicate") for n in funded)
     assert [journal(branch, txns[jobs[n]])[0] for n in broke] == ["rejected"] * 6
 
 

@@ -326,6 +326,7 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
             "primary",
             "sync",
             "journal",
+            "merge",
             "outages",
             "offline_exposure",
         }
@@ -341,7 +342,17 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
         assert body["primary"]["endpoints"][0]["last_ok_at"]
         assert set(body["sync"]) == {"cursor", "last_sync_at", "lag_secs"}
         assert body["sync"]["cursor"] > 0 and body["sync"]["last_sync_at"]
-        assert body["journal"] == {"pending": 0, "merged": 0, "rejected": 0}
+        assert body["journal"] == dict.fromkeys(
+            ("pending", "merged", "rejected", "applied", "applied_with_conflict", "duplicate"), 0
+        )
+        assert body["merge"] == {
+            "running": False,
+            "started_at": None,
+            "finished_at": None,
+            "done": 0,
+            "total": 0,
+            "rate_per_sec": None,
+        }
         assert body["outages"] == []
         expect_error(httpx.get(site.url + "/api/admin/v1/status", timeout=5), 401)
         expect_error(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +29,8 @@ from siteserver.domain import (
     new_token,
     token_digest,
 )
+from siteserver.reports import reconcile
+from siteserver.reports.received import received
 from siteserver.store import Database, catalog, jobs, ledger, settings
 from siteserver.store import accounts as accounts_store
 from siteserver.timeutil import now_iso
@@ -275,6 +277,13 @@ class PrimaryAdmin:
             return found(catalog.get_site(conn, site_id), f"no site {site_id!r}")
 
         return await self.db.write(update_site)
+
+    async def site_report(self, site_id: str, body: contract.ReportIn) -> Iterator[bytes]:
+        """What the ledger received from the site in the window (its side of a reconciliation
+        report), as a JSON stream; 404 for an unknown site."""
+        await self.db.read(lambda conn: found(catalog.get_site(conn, site_id), f"no site {site_id!r}"))
+        since, until = reconcile.window(body)
+        return received(self.db, site_id, since, until)
 
     async def new_enrollment_token(self, site_id: str) -> dict[str, Any]:
         token = new_token("enr")

@@ -5,44 +5,55 @@ a pull now and a merge now; and what its health URL shows."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
 
 import httpx
 import sqlite_utils
 
 from siteserver import contract
 from siteserver.config import Offline
-from siteserver.domain import Conflict, Enforcement, Unavailable, found
+from siteserver.domain import Conflict, Enforcement, Unavailable, found, modes
 from siteserver.domain.merge import JournalStatus
-from siteserver.domain.modes import Mode
+from siteserver.reports import reconcile, render
 from siteserver.store import Database, sync_state
 from siteserver.store import journal as journal_store
+from siteserver.store import reports as reports_store
 from siteserver.timeutil import now_iso, parse_iso, utcnow
+from sync import wire
 from sync.endpoints import Endpoints
 from sync.errors import SyncFailed
 from sync.merge import Merger
 from sync.pull import Mirror
+
+#: one look-up call of a report's check (a page of 1000 txn_ids)
+LOOKUP_TIMEOUT_SECS = 30.0
+ReportFormat = Literal["json", "csv", "html"]
 
 #: a merge now sends at most this many batches: entries keep arriving while the site serves
 MERGE_NOW_ROUNDS = 100
 
 
 def outages(conn: sqlite_utils.Database) -> list[contract.OutageOut]:
-    """Each stretch that began with a change to offline and ended with the next change to online."""
-    spans: list[tuple[str, str | None]] = []
-    for at, mode in sync_state.mode_history(conn):
-        if mode == Mode.OFFLINE and (not spans or spans[-1][1] is not None):
-            spans.append((at, None))
-        elif mode == Mode.ONLINE and spans and spans[-1][1] is None:
-            spans[-1] = (spans[-1][0], at)
-    return [
-        contract.OutageOut(
-            started_at=started,
-            ended_at=ended,
-            offline_transactions=journal_store.count_between(conn, started, ended or now_iso()),
+    """Each stretch that began with a change to offline and ended with the next change to online,
+    with how fast it was noticed and merged, and what was charged in it."""
+    history = [(c.at, c.mode, c.detection_secs) for c in sync_state.mode_history(conn)]
+    shown = []
+    for o in modes.outages(history):
+        count, cents = journal_store.between(conn, o.started_at, o.ended_at or now_iso())
+        shown.append(
+            contract.OutageOut(
+                started_at=o.started_at,
+                ended_at=o.ended_at,
+                detection_secs=o.detection_secs,
+                merge_secs=o.merge_secs,
+                offline_transactions=count,
+                offline_cents=cents,
+            )
         )
-        for started, ended in spans
-    ]
+    return shown
 
 
 def journal_counts(conn: sqlite_utils.Database) -> contract.JournalCountsOut:
@@ -88,6 +99,7 @@ class SiteAdmin:
     mirror: Mirror
     merger: Merger
     caps: Offline
+    _reporting: threading.Lock = field(default_factory=threading.Lock)
 
     async def health(self) -> contract.SiteHealthOut:
         state = await self.db.read(sync_state.read)
@@ -95,7 +107,8 @@ class SiteAdmin:
 
     async def status(self) -> contract.SiteStatusOut:
         view = self.endpoints.view()
-        return await self.db.read(lambda conn: site_status(conn, self.site_id, view, self.caps))
+        status = await self.db.read(lambda conn: site_status(conn, self.site_id, view, self.caps))
+        return status.model_copy(update={"merge": self.merger.progress.view()})
 
     async def pull_now(self) -> contract.PullOut:
         """One pull from the primary, at once; `primary_unreachable` (503) when it fails."""
@@ -135,6 +148,28 @@ class SiteAdmin:
         row = await self.db.write(retry_rejected, fenced=False)
         self.merger.wake.set()  # the background merge sends it at once
         return entry_out(row)
+
+    async def create_report(self, body: contract.ReportIn) -> contract.ReportCreatedOut:
+        """Make a reconciliation report of the window (one at a time), checked against the
+        primary's ledger as it stands."""
+
+        def lookup(txn_ids: list[str]) -> list[wire.LedgerRow]:
+            return self.endpoints.current().quick.lookup(txn_ids, timeout=LOOKUP_TIMEOUT_SECS).rows
+
+        def made() -> contract.ReportCreatedOut:
+            with self._reporting:
+                return reconcile.make_report(
+                    self.db, self.site_id, body, lookup, lambda: self.db.read_sync(outages)
+                )
+
+        return await asyncio.to_thread(made)
+
+    async def report(self, report_id: str, form: ReportFormat) -> tuple[Iterator[bytes], str]:
+        """A kept report as a byte stream in `form`, and its media type; 404 when unknown."""
+        head = await self.db.read(lambda conn: reports_store.head(conn, report_id))
+        found(head, f"no reconciliation report {report_id}")
+        assert head is not None
+        return render.RENDERERS[form](self.db, head), render.MEDIA_TYPES[form]
 
     async def merge_now(self) -> contract.MergeNowOut:
         """Merge the pending journal now (in batches, oldest first); how many entries were sent

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import StreamingResponse
 
 from siteserver import contract
 from siteserver.domain import OfflinePolicies
@@ -125,6 +126,26 @@ async def patch_site(
 async def new_enrollment_token(_: Admin, admin: PrimaryAdminDep, site_id: str = _site_id_in_path()) -> Any:
     """A new one-time enrollment token (a replaced site server); the site's old key stops working."""
     return await admin.new_enrollment_token(site_id)
+
+
+@router.get(
+    "/sites/{site_id}/report",
+    response_class=StreamingResponse,
+    responses={
+        **_ERRORS,
+        200: {"model": contract.PrimaryReportOut, "description": "what the primary received from the site"},
+    },
+)
+async def site_report(
+    window: Annotated[contract.ReportIn, Query()],
+    _: Admin,
+    admin: PrimaryAdminDep,
+    site_id: str = _site_id_in_path(),
+) -> StreamingResponse:
+    """The primary's side of a site's reconciliation report: every ledger row merged from the
+    site whose charge occurred in the window (`since`/`until`, default the last 30 days), with
+    the conflicts the primary settled, and totals. For when the branch machine is gone."""
+    return StreamingResponse(await admin.site_report(site_id, window), media_type="application/json")
 
 
 @router.post("/devices", status_code=201, response_model=contract.DeviceCreated, responses=_ERRORS)

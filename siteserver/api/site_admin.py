@@ -7,8 +7,10 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from siteserver import contract
+from siteserver.admin.site import ReportFormat
 from siteserver.domain.merge import JournalStatus
 
 from .auth import Admin
@@ -70,3 +72,41 @@ async def merge_now(_: Admin, site: SiteAdminDep) -> contract.MergeNowOut:
     """Merge the pending journal into the primary now (in batches, oldest first); answers with how
     many entries were sent and the journal counts after the primary's verdicts were recorded."""
     return await site.merge_now()
+
+
+@router.post(
+    "/reports/reconciliation",
+    status_code=201,
+    response_model=contract.ReportCreatedOut,
+    responses={**_ERRORS, 422: {"model": contract.ErrorOut}},
+)
+async def create_report(body: contract.ReportIn, _: Admin, site: SiteAdminDep) -> contract.ReportCreatedOut:
+    """Make a reconciliation report of the window (`since`/`until`, ISO 8601; default: the last 30
+    days): every journal entry checked against the primary's ledger as it stands. Answers once it
+    is made, with its id and the check's verdict; a primary that cannot be reached makes a report
+    that says so (`verified_against_primary: false`)."""
+    return await site.create_report(body)
+
+
+@router.get(
+    "/reports/reconciliation/{report_id}",
+    response_class=StreamingResponse,
+    responses={
+        **_ERRORS,
+        404: {"model": contract.ErrorOut},
+        200: {
+            "description": "the report: JSON (ReportOut), CSV (one row per entry) or one printable HTML page",
+            "model": contract.ReportOut,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+        },
+    },
+)
+async def get_report(
+    report_id: uuid.UUID, _: Admin, site: SiteAdminDep, format: ReportFormat = "json"
+) -> StreamingResponse:
+    """A report made before, streamed in the asked format."""
+    body, media_type = await site.report(str(report_id), format)
+    return StreamingResponse(body, media_type=media_type)

@@ -75,3 +75,10 @@ async def merge(body: wire.MergeIn, site_id: SignedSite, sync: SyncDep) -> wire.
     """Merge a site's journal entries: applied at most once per txn_id, one result per entry, a
     receipt."""
     return await sync.apply.merge(site_id, body)
+
+
+@router.post(wire.LOOKUP_PATH, response_model=wire.LookupOut, responses=_ERRORS)
+async def lookup(body: wire.LookupIn, site_id: SignedSite, sync: SyncDep) -> wire.LookupOut:
+    """The primary's ledger rows, as they stand now, of up to 1000 of the asking site's txn_ids
+    (a reconciliation report's check): none for a txn_id never applied."""
+    return await sync.apply.lookup(site_id, body)

@@ -34,6 +34,8 @@ class ChargeAsk:
     enforcement: Enforcement
     occurred_at: str
     ref: str | None = None
+    printer: str | None = None  # where it was printed, copied, scanned or faxed
+    pages: int | None = None  # pages charged (copies included)
 
 
 def refused(ask: ChargeAsk, reason: str | None) -> ledger.Outcome:

@@ -249,6 +249,8 @@ class DeviceDesk:
             Enforcement.AUTHORIZE,
             r.now,
             j.job_id,
+            r.printer.name,
+            j.pages * j.copies,
         )
         out, account_id = self.charging.charge_for(conn, ask)
         out.raise_if_conflict()
@@ -325,6 +327,8 @@ class DeviceDesk:
                 Enforcement.FACT,
                 now_iso(),
                 device.ident,
+                printer.name,
+                body.pages,
             )
             out, account_id = self.charging.charge_for(conn, ask)
             out.raise_if_conflict()

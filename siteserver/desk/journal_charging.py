@@ -155,6 +155,8 @@ class JournalCharging(Charging):
             occurred_at=ask.occurred_at,
             flags=flags,
             ref=ask.ref,
+            printer=ask.printer,
+            pages=ask.pages,
             sent=self.merges_now(),
         )
         return ledger.Outcome(ask.txn_id, "applied", -ask.cost_cents, balance - ask.cost_cents), account_id
@@ -169,7 +171,8 @@ class JournalCharging(Charging):
 
     def _missed_budget(self, txn_ids: Sequence[str]) -> None:
         """No verdict in the budget: offline for this request (and the next, until an upload is
-        answered). Entries decided by the online rule are marked so (`offline`, `budget:missed`)."""
+        answered). The local decision is the answer, so the entries are facts from now on, marked
+        (`offline`, `budget:missed`); a refusal the primary sent too late is undone."""
         self.budget_missed.set()
         self.merger.wake.set()
         if self.on_budget_missed is not None:
@@ -179,7 +182,7 @@ class JournalCharging(Charging):
                 log.exception("on_budget_missed failed")
         flags = (offline_rules.OFFLINE_FLAG, "budget:missed")
         with contextlib.suppress(RuntimeError):  # the database is closed: the site is stopping
-            self.db.write_sync(lambda conn: journal_store.add_flags(conn, txn_ids, flags))
+            self.db.write_sync(lambda conn: journal_store.settle_answered(conn, txn_ids, flags))
 
     async def confirm(self, txn_ids: Sequence[str]) -> dict[str, MergeVerdict] | None:
         if self.site_mode() == Mode.OFFLINE:

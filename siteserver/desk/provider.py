@@ -167,6 +167,8 @@ class ProviderDesk:
             Enforcement.AUTHORIZE,
             now,
             base.job_id,
+            printer.name,
+            base.pages * base.copies,
         )
         out, account_id = self.charging.charge_for(conn, ask)
         if out.status == "applied" and account_id is not None:

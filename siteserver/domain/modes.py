@@ -21,8 +21,11 @@ transition and after a restart (the mode itself is kept by the caller).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from siteserver.timeutil import parse_iso
 
 
 class Mode(StrEnum):
@@ -95,4 +98,30 @@ class ModeMachine:
         return None
 
 
-__all__ = ["Mode", "ModeMachine", "Transition"]
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A stretch from a change to offline to the next change to online (None: still going)."""
+
+    started_at: str
+    ended_at: str | None
+    detection_secs: float | None  # from the last good contact to the change to offline
+    merge_secs: float | None  # from the link back (reconciling) to the journal drained (online)
+
+
+def outages(history: Iterable[tuple[str, Mode, float | None]]) -> list[Outage]:
+    """The outages in a history of mode changes (at, mode, detection_secs), oldest first."""
+    found: list[Outage] = []
+    back: str | None = None
+    for at, mode, detection in history:
+        if mode == Mode.OFFLINE and (not found or found[-1].ended_at is not None):
+            found.append(Outage(at, None, detection, None))
+            back = None
+        elif mode == Mode.RECONCILING and found and found[-1].ended_at is None:
+            back = back or at
+        elif mode == Mode.ONLINE and found and found[-1].ended_at is None:
+            merge = None if back is None else round((parse_iso(at) - parse_iso(back)).total_seconds(), 3)
+            found[-1] = Outage(found[-1].started_at, at, found[-1].detection_secs, merge)
+    return found
+
+
+__all__ = ["Mode", "ModeMachine", "Outage", "Transition", "outages"]

@@ -18,6 +18,10 @@ from .policies import OfflinePolicies
 
 OFFLINE_FLAG = "offline"  # the journal flag of an entry decided offline
 CAP_EXCEEDED = "cap:exceeded"
+SHARED_FALLBACK = "account:shared_fallback"  # charged to the account-selection policy's account
+UNAUTHENTICATED_SHARED = "unauthenticated:shared_account"  # an unknown user's, by policy
+#: an entry charged to a shared account by an offline policy, not by its user's membership
+POLICY_FLAGS = frozenset({SHARED_FALLBACK, UNAUTHENTICATED_SHARED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,7 @@ def target_of(ask: ChargeQuestion, policies: OfflinePolicies, *, offline: bool) 
     if not ask.user_known:
         if offline and policies.unauthenticated_users.mode == "shared_account":
             name = policies.unauthenticated_users.shared_account
-            return Decision(True, name, (OFFLINE_FLAG, "unauthenticated:shared_account"))
+            return Decision(True, name, (OFFLINE_FLAG, UNAUTHENTICATED_SHARED))
         flags = (OFFLINE_FLAG, "unauthenticated:deny") if offline else ()
         return Decision(False, None, flags, "unknown or disabled user")
     if ask.named_account is None:
@@ -78,7 +82,7 @@ def target_of(ask: ChargeQuestion, policies: OfflinePolicies, *, offline: bool) 
         return Decision(False, None, (), refused)
     sel = policies.account_selection
     if sel.mode == "shared_account":
-        return Decision(True, sel.shared_account, (OFFLINE_FLAG, "account:shared_fallback"))
+        return Decision(True, sel.shared_account, (OFFLINE_FLAG, SHARED_FALLBACK))
     if sel.mode == "personal":
         return Decision(True, None, (OFFLINE_FLAG, "account:personal_fallback"))
     return Decision(

@@ -107,7 +107,7 @@ class SiteServer:
             config.wan,
             identity.load_health_key(),
             self.stop_event,
-            on_reconciling=self.merger.wake.set,  # merge the journal at once
+            on_primary_back=self.merger.wake.set,  # merge the journal at once
         )
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
         charging = JournalCharging(
@@ -215,6 +215,7 @@ class SiteServer:
         for t in self._threads:
             t.join(timeout=5)
         self.hashing.shutdown(wait=False)
+        self.merger.close()
         self.db.close()
 
     def app(self) -> FastAPI:

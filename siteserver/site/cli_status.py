@@ -13,7 +13,7 @@ from siteserver.config import SiteConfig
 TIMEOUT_SECS = 5.0
 
 
-def _admin_token(config: SiteConfig) -> str | None:
+def admin_token(config: SiteConfig) -> str | None:
     if config.admin_token:
         return config.admin_token
     path = Path(config.data_dir) / "admin.token"
@@ -45,7 +45,14 @@ def render(s: dict[str, Any]) -> str:
     cursor = sync["cursor"] if sync["cursor"] is not None else "-"
     lines.append(f"last sync   {sync['last_sync_at'] or 'never'}  (lag {lag}, cursor {cursor})")
     j = s["journal"]
-    lines.append(f"journal     pending {j['pending']}, merged {j['merged']}, rejected {j['rejected']}")
+    lines.append(
+        f"journal     pending {j['pending']}, merged {j['merged']}, rejected {j['rejected']}"
+        f" (of merged: {j.get('applied_with_conflict', 0)} with a conflict settled)"
+    )
+    m = s.get("merge")
+    if m is not None and m["running"]:
+        rate = f", {m['rate_per_sec']}/s" if m["rate_per_sec"] is not None else ""
+        lines.append(f"merging     {m['done']} of {m['total']} since {m['started_at']}{rate}")
     x = s.get("offline_exposure")
     if x is not None:
         cap = x["site_cap_cents"]
@@ -66,7 +73,7 @@ def render(s: dict[str, Any]) -> str:
 
 
 def show_status(config: SiteConfig) -> int:
-    token = _admin_token(config)
+    token = admin_token(config)
     url = site_url(config)
     if token is None:
         print(

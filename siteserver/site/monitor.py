@@ -29,7 +29,7 @@ import httpx
 from siteserver.config import Wan
 from siteserver.domain.modes import Mode, ModeMachine, Transition
 from siteserver.store import Database, journal, sync_state
-from siteserver.timeutil import now_iso
+from siteserver.timeutil import now_iso, parse_iso
 from sync.endpoints import Endpoint, Endpoints
 
 log = logging.getLogger("siteserver.site.wan")
@@ -54,7 +54,7 @@ class WanMonitor:
         health_key: str | None,
         stop: threading.Event,
         *,
-        on_reconciling: Callable[[], object] | None = None,
+        on_primary_back: Callable[[], object] | None = None,
     ) -> None:
         self.db = db
         self.endpoints = endpoints
@@ -62,7 +62,7 @@ class WanMonitor:
         self.timeout = min(wan.probe_interval_secs, wan.request_budget_ms / 1000)
         self.health_key = health_key
         self.stop = stop
-        self.on_reconciling = on_reconciling
+        self.on_primary_back = on_primary_back
         mode = db.read_sync(sync_state.read).mode
         self.machine = ModeMachine(wan.offline_after_failures, wan.online_after_successes, mode=mode)
         self._missed = False
@@ -140,10 +140,21 @@ class WanMonitor:
         if t is None:
             return
         at = now_iso()
-        self.db.write_sync(lambda conn: sync_state.record_mode(conn, t.new, t.cause, at), fenced=False)
+        detection = self._since_last_ok(at) if t.new == Mode.OFFLINE else None
+        self.db.write_sync(
+            lambda conn: sync_state.record_mode(conn, t.new, t.cause, at, detection), fenced=False
+        )
         log.warning("site mode %s -> %s: %s", t.old, t.new, t.cause)
-        if t.new == Mode.RECONCILING and self.on_reconciling is not None:
-            self.on_reconciling()
+        if t.new == Mode.RECONCILING and self.on_primary_back is not None:
+            self.on_primary_back()
+
+    def _since_last_ok(self, at: str) -> float | None:
+        """Seconds from the last good contact with any primary endpoint to `at` (an outage's
+        detection time, for the reconciliation report)."""
+        seen = [e.last_ok_at for e in self.endpoints.items if e.last_ok_at is not None]
+        if not seen:
+            return None
+        return round((parse_iso(at) - parse_iso(max(seen))).total_seconds(), 3)
 
     def step(self) -> dict[str, str]:
         """One round: probe, feed the machine (missed merge, round, drain), record changes."""
@@ -152,7 +163,11 @@ class WanMonitor:
             missed, self._missed = self._missed, False
         if missed:
             self._apply(self.machine.merge_missed())
-        self._apply(self.machine.round(any(s == "active" for s in states.values())))
+        active = any(s == "active" for s in states.values())
+        if active and self.machine.mode == Mode.OFFLINE and self.on_primary_back is not None:
+            # Merging may start before authority is handed back: the journal drains meanwhile.
+            self.on_primary_back()
+        self._apply(self.machine.round(active))
         if self.machine.mode == Mode.RECONCILING and self.db.read_sync(journal.pending_count) == 0:
             self._apply(self.machine.drained())
         self.rounds += 1

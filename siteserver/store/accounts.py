@@ -9,6 +9,7 @@ from typing import Any
 import sqlite_utils
 
 from siteserver.domain import Conflict, Invalid, NotFound
+from siteserver.domain.merge import NamedAccount
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +324,50 @@ def account_by_label(conn: sqlite_utils.Database, label: str) -> int | None:
         "SELECT id FROM accounts WHERE kind = ? AND name = ? AND closed_at IS NULL", [kind, name]
     ).fetchone()
     return None if row is None else int(row[0])
+
+
+def named_account(conn: sqlite_utils.Database, label: str, spender: str | None) -> NamedAccount:
+    """What the primary knows now of the account `label` names and of `spender` (None: the
+    personal account's user), for booking a merged charge (siteserver.domain.merge.book)."""
+    prefix, _, name = label.partition(":")
+    kind = "personal" if prefix == "user" else "shared"
+    open_id = account_by_label(conn, label)
+    closed = open_id is None and (
+        conn.execute(
+            "SELECT 1 FROM accounts WHERE kind = ? AND name = ? AND closed_at IS NOT NULL LIMIT 1",
+            [kind, name],
+        ).fetchone()
+        is not None
+    )
+    if kind == "personal":
+        spender = name
+        disabled = conn.execute("SELECT disabled FROM users WHERE username = ?", [name]).fetchone()
+        return NamedAccount(
+            label, open_id is not None, closed, bool(disabled and disabled[0]), spender, disabled is not None
+        )
+    known = spender is not None and (
+        conn.execute("SELECT 1 FROM users WHERE username = ?", [spender]).fetchone() is not None
+    )
+    # Only a user of the primary can have stopped being a member (a charge by an unknown user went
+    # to a shared account by policy; a deleted user's is judged by the account alone).
+    member = (
+        not known
+        or open_id is None
+        or conn.execute(
+            "SELECT 1 FROM shared_account_members WHERE account_id = ? AND username = ?", [open_id, spender]
+        ).fetchone()
+        is not None
+    )
+    return NamedAccount(label, open_id is not None, closed, False, spender, known, member)
+
+
+def open_fallback_account(conn: sqlite_utils.Database, name: str, *, now: str) -> int:
+    """The shared account `name` that takes charges whose account is gone; created (unrestricted,
+    no members) when missing, so that a merged charge is never dropped for want of it."""
+    account_id = account_by_label(conn, f"shared:{name}")
+    if account_id is not None:
+        return account_id
+    return create_shared_account(conn, name, restricted=False, overdraft_cents=0, members=(), now=now)
 
 
 def charge_account(

@@ -34,6 +34,9 @@ Work = Callable[[sqlite_utils.Database], T]
 Fence = Callable[[sqlite_utils.Database], None]
 
 BUSY_TIMEOUT_MS = 5_000
+#: page cache per connection (KiB): a merge touches journal and ledger rows all over their
+#: txn_id indexes, and SQLite's default 2 MiB turned a long outage's merge into disk reads
+CACHE_KIB = 65_536
 MAX_GROUP = 256
 
 
@@ -44,6 +47,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     return sqlite_utils.Database(conn, execute_plugins=False)

@@ -21,8 +21,8 @@ from typing import Any
 import sqlite_utils
 
 from siteserver.domain import AccountState
-from siteserver.domain.merge import JournalStatus, MergeVerdict
-from siteserver.store.ledger import account_label, account_label_sql
+from siteserver.domain.merge import JournalStatus, MergeConflict, MergeStatus, MergeVerdict
+from siteserver.store.ledger import REUSED_TXN_ID, account_label, account_label_sql
 
 # One statement (so one consistent read without a transaction around it): the mirrored balance,
 # the pending entries from the running total the triggers of migration m003 keep, and the entries
@@ -31,8 +31,9 @@ _LABEL = account_label_sql("a")
 _EFFECTIVE = (
     "SELECT a.balance_cents"
     f" + COALESCE((SELECT u.pending_cents FROM journal_unmerged u WHERE u.account = {_LABEL}), 0)"
-    " + (SELECT COALESCE(SUM(j.amount_cents), 0) FROM journal j"
-    f" WHERE j.account = {_LABEL} AND j.status IN ('applied', 'duplicate') AND j.primary_seq > a.last_seq)"
+    " + (SELECT COALESCE(SUM(j.booked_cents), 0) FROM journal j"
+    f" WHERE j.booked_account = {_LABEL} AND j.status IN ('applied', 'duplicate')"
+    " AND j.primary_seq > a.last_seq)"
     " FROM accounts a WHERE a.id = ?"
 )
 
@@ -54,19 +55,55 @@ class JournalRow:
     reason: str | None = None
     #: may have reached the primary (see `mark_sent`); pending and sent = in doubt
     sent: bool = False
+    #: the conflict the primary settled when it booked the entry (None: booked as made)
+    conflict: MergeConflict | None = None
+    #: what the primary booked, when it is not the entry's account or amount
+    primary_account: str | None = None
+    primary_amount_cents: int | None = None
+    last_attempt_at: str | None = None
+    printer: str | None = None
+    pages: int | None = None
+
+    @property
+    def primary_status(self) -> MergeStatus | None:
+        """The primary's verdict as it said it (None: pending)."""
+        if self.status == "pending":
+            return None
+        if self.status == "applied" and self.conflict is not None:
+            return "applied_with_conflict"
+        return self.status
 
 
 _COLS = (
     "txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, flags, ref, status,"
-    " primary_seq, primary_balance_cents, reason, sent"
+    " primary_seq, primary_balance_cents, reason, sent, conflict_kind, conflict_action,"
+    " primary_account, primary_amount_cents, last_attempt_at, printer, pages"
 )
 
 
 def _row(r: Sequence[Any]) -> JournalRow:
-    v = list(r)
-    v[7] = tuple(json.loads(v[7] or "[]"))
-    v[13] = bool(v[13])
-    return JournalRow(*v)
+    return JournalRow(
+        txn_id=r[0],
+        seq=r[1],
+        account=r[2],
+        amount_cents=r[3],
+        kind=r[4],
+        enforcement=r[5],
+        occurred_at=r[6],
+        flags=tuple(json.loads(r[7] or "[]")),
+        ref=r[8],
+        status=r[9],
+        primary_seq=r[10],
+        primary_balance_cents=r[11],
+        reason=r[12],
+        sent=bool(r[13]),
+        conflict=None if r[14] is None else MergeConflict(r[14], r[15]),
+        primary_account=r[16],
+        primary_amount_cents=r[17],
+        last_attempt_at=r[18],
+        printer=r[19],
+        pages=r[20],
+    )
 
 
 def label_of(conn: sqlite_utils.Database, account_id: int) -> str | None:
@@ -87,21 +124,46 @@ def pending_count(conn: sqlite_utils.Database) -> int:
 
 
 def counts(conn: sqlite_utils.Database) -> dict[str, int]:
-    """The journal by answer: `pending`, `merged` (applied or duplicate), `rejected`."""
-    found = dict(conn.execute("SELECT status, count(*) FROM journal GROUP BY status").fetchall())
+    """The journal by answer: `pending`, `merged` (applied, with a conflict or not, or duplicate)
+    and `rejected`; and merged by the primary's verdict."""
+    found = {str(k): int(n) for k, n in conn.execute("SELECT status, count(*) FROM journal GROUP BY status")}
+    conflicts = conn.execute(
+        "SELECT count(*) FROM journal WHERE conflict_kind IS NOT NULL AND status = 'applied'"
+    ).fetchone()[0]
+    found["applied_with_conflict"] = int(conflicts)
+    found["applied"] = found.get("applied", 0) - int(conflicts)
+    merged = ("applied", "applied_with_conflict", "duplicate")
     return {
-        "pending": int(found.get("pending", 0)),
-        "merged": int(found.get("applied", 0)) + int(found.get("duplicate", 0)),
-        "rejected": int(found.get("rejected", 0)),
+        "pending": found.get("pending", 0),
+        "merged": sum(found.get(k, 0) for k in merged),
+        "rejected": found.get("rejected", 0),
+        **{k: found.get(k, 0) for k in merged},
     }
 
 
-def count_between(conn: sqlite_utils.Database, since: str, until: str) -> int:
-    """Entries that occurred between two ISO times (inclusive): an outage's transactions."""
+def between(conn: sqlite_utils.Database, since: str, until: str) -> tuple[int, int]:
+    """Entries that occurred between two ISO times (inclusive), and the cents they charged: an
+    outage's transactions."""
     row = conn.execute(
-        "SELECT count(*) FROM journal WHERE occurred_at >= ? AND occurred_at <= ?", [since, until]
+        "SELECT count(*), COALESCE(SUM(-amount_cents), 0) FROM journal WHERE occurred_at >= ?"
+        " AND occurred_at <= ?",
+        [since, until],
     ).fetchone()
-    return int(row[0])
+    return int(row[0]), int(row[1])
+
+
+def in_window(
+    conn: sqlite_utils.Database, since: str, until: str, *, after_seq: int, limit: int
+) -> list[JournalRow]:
+    """Entries that occurred in [since, until], by seq after `after_seq` (a report's page)."""
+    return [
+        _row(r)
+        for r in conn.execute(
+            f"SELECT {_COLS} FROM journal WHERE seq > ? AND occurred_at >= ? AND occurred_at <= ?"
+            " ORDER BY seq LIMIT ?",
+            [after_seq, since, until, limit],
+        )
+    ]
 
 
 def get(conn: sqlite_utils.Database, txn_id: str) -> JournalRow | None:
@@ -137,16 +199,22 @@ def retry_rejected(conn: sqlite_utils.Database, txn_id: str) -> JournalRow | Non
     """A rejected entry back to pending, for the merge to send again (its running totals count it
     again: the triggers); None when there is no rejected entry with this txn_id."""
     cur = conn.execute(
-        "UPDATE journal SET status = 'pending', reason = NULL, primary_seq = NULL,"
-        " primary_balance_cents = NULL WHERE txn_id = ? AND status = 'rejected'",
+        f"UPDATE journal SET status = 'pending', {_UNANSWERED} WHERE txn_id = ? AND status = 'rejected'",
         [txn_id],
     )
     return get(conn, txn_id) if cur.rowcount else None
 
 
-def pending(conn: sqlite_utils.Database, limit: int) -> list[JournalRow]:
-    """The oldest pending entries first (seqs start at 1)."""
-    return with_status(conn, "pending", after_seq=0, limit=limit)
+#: the columns of a verdict, cleared when an entry goes back to pending
+_UNANSWERED = (
+    "primary_seq = NULL, primary_balance_cents = NULL, reason = NULL, conflict_kind = NULL,"
+    " conflict_action = NULL, primary_account = NULL, primary_amount_cents = NULL"
+)
+
+
+def pending(conn: sqlite_utils.Database, limit: int, *, after_seq: int = 0) -> list[JournalRow]:
+    """The oldest pending entries first (after the site's seq `after_seq`; seqs start at 1)."""
+    return with_status(conn, "pending", after_seq=after_seq, limit=limit)
 
 
 def append(
@@ -160,6 +228,8 @@ def append(
     occurred_at: str,
     flags: Sequence[str] = (),
     ref: str | None = None,
+    printer: str | None = None,
+    pages: int | None = None,
     sent: bool = False,
 ) -> None:
     """A new pending entry (or a rejected one tried again: the primary keeps no trace of a
@@ -169,12 +239,13 @@ def append(
     seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
     conn.execute(
         "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at,"
-        " flags, ref, status, sent) VALUES (?,?,?,?,?,?,?,?,?,'pending',?)"
+        " flags, ref, printer, pages, status, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,'pending',?)"
         " ON CONFLICT(txn_id) DO UPDATE SET seq = excluded.seq, account = excluded.account,"
         " amount_cents = excluded.amount_cents, kind = excluded.kind,"
         " enforcement = excluded.enforcement, occurred_at = excluded.occurred_at,"
-        " flags = excluded.flags, ref = excluded.ref, status = 'pending', primary_seq = NULL,"
-        " primary_balance_cents = NULL, reason = NULL, sent = MAX(journal.sent, excluded.sent)"
+        " flags = excluded.flags, ref = excluded.ref, printer = excluded.printer, pages = excluded.pages,"
+        f" status = 'pending', {_UNANSWERED},"
+        " sent = MAX(journal.sent, excluded.sent)"
         " WHERE journal.status = 'rejected'",
         [
             txn_id,
@@ -186,6 +257,8 @@ def append(
             occurred_at,
             json.dumps(list(flags)),
             ref,
+            printer,
+            pages,
             int(sent),
         ],
     )
@@ -201,7 +274,17 @@ def verdict_of(row: JournalRow) -> MergeVerdict | None:
     """The primary's answer already recorded for an entry (None while it is pending)."""
     if row.status == "pending":
         return None
-    return MergeVerdict(row.status, row.primary_seq, row.primary_balance_cents, row.reason)
+    status = row.primary_status
+    assert status is not None
+    return MergeVerdict(
+        status,
+        row.primary_seq,
+        row.primary_balance_cents,
+        row.reason,
+        row.conflict,
+        row.primary_account,
+        row.primary_amount_cents,
+    )
 
 
 def in_doubt(conn: sqlite_utils.Database, accounts: Iterable[str] | None = None) -> list[JournalRow]:
@@ -230,34 +313,64 @@ def record(
 ) -> None:
     """Store the primary's answers for the entries as they were uploaded; entries attempted
     without an answer stay pending. Only a pending entry with the uploaded account and amount
-    changes: an answer arriving twice (the background merge and a request) is harmless, and an answer for an
-    earlier version of a re-written entry (rejected, then released again) is not taken for the
-    answer to the new one."""
+    changes: an answer arriving twice (the background merge and a request) is harmless, and an
+    answer for an earlier version of a re-written entry (rejected, then released again) is not
+    taken for the answer to the new one. A `rejected` answer counts only for the enforcement it
+    was asked with: a release answered after its budget became a fact (`settle_answered`), and
+    the primary's refusal of it as an authorization is no longer the answer."""
+    unanswered: list[tuple[object, ...]] = []
+    answered: list[tuple[object, ...]] = []
     for e in attempted:
         v = verdicts.get(e.txn_id)
         if v is None:
-            conn.execute(
-                "UPDATE journal SET attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ?",
-                [now, e.txn_id],
-            )
+            unanswered.append((now, e.txn_id))
             continue
-        conn.execute(
-            "UPDATE journal SET status = ?, primary_seq = ?, primary_balance_cents = ?, reason = ?,"
-            " attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ? AND status = 'pending'"
-            " AND account = ? AND amount_cents = ?",
-            [v.status, v.seq, v.balance_cents, v.reason, now, e.txn_id, e.account, e.amount_cents],
-        )
-
-
-def add_flags(conn: sqlite_utils.Database, txn_ids: Iterable[str], flags: Sequence[str]) -> None:
-    """Add `flags` to the still-pending entries among `txn_ids` that lack the first of them
-    (e.g. `offline`, `budget:missed` once a merge missed its budget)."""
-    for r in rows(conn, txn_ids):
-        if r.status == "pending" and flags[0] not in r.flags:
-            conn.execute(
-                "UPDATE journal SET flags = ? WHERE txn_id = ? AND status = 'pending'",
-                [json.dumps([*r.flags, *flags]), r.txn_id],
+        status = "applied" if v.status == "applied_with_conflict" else v.status
+        c = v.conflict
+        answered.append(
+            (
+                status,
+                v.seq,
+                v.balance_cents,
+                v.reason,
+                None if c is None else c.kind,
+                None if c is None else c.action,
+                v.account,
+                v.amount_cents,
+                now,
+                e.txn_id,
+                e.account,
+                e.amount_cents,
+                status,
+                e.enforcement,
             )
+        )
+    conn.conn.executemany(
+        "UPDATE journal SET attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ?", unanswered
+    )
+    conn.conn.executemany(
+        "UPDATE journal SET status = ?, primary_seq = ?, primary_balance_cents = ?, reason = ?,"
+        " conflict_kind = ?, conflict_action = ?, primary_account = ?, primary_amount_cents = ?,"
+        " attempts = attempts + 1, last_attempt_at = ? WHERE txn_id = ? AND status = 'pending'"
+        " AND account = ? AND amount_cents = ? AND (? != 'rejected' OR enforcement = ?)",
+        answered,
+    )
+
+
+def settle_answered(conn: sqlite_utils.Database, txn_ids: Iterable[str], flags: Sequence[str]) -> None:
+    """Entries whose request was answered by the local decision (the merge missed its budget):
+    facts from now on, marked with `flags`. A refusal of one as an authorization that the primary
+    sent meanwhile is undone: the device was answered, the pages are made, the primary books it."""
+    for r in rows(conn, txn_ids):
+        refused = r.status == "rejected" and r.enforcement == "authorize" and r.reason != REUSED_TXN_ID
+        if r.status != "pending" and not refused:
+            continue
+        added = [f for f in flags if f not in r.flags]
+        conn.execute(
+            f"UPDATE journal SET status = 'pending', enforcement = 'fact', flags = ?, {_UNANSWERED}"
+            " WHERE txn_id = ?",
+            [json.dumps([*r.flags, *added]), r.txn_id],
+        )
 
 
 # -- offline spend (bounded exposure, docs/offline.md) ---------------------------------------
@@ -320,7 +433,7 @@ def prune_merged(conn: sqlite_utils.Database, *, answered_before: str, batch: in
         "DELETE FROM journal WHERE txn_id IN (SELECT j.txn_id FROM journal j"
         " WHERE j.status IN ('applied', 'duplicate') AND COALESCE(j.last_attempt_at, j.occurred_at) < ?"
         " AND NOT EXISTS (SELECT 1 FROM accounts a"
-        f" WHERE {_LABEL} = j.account AND a.last_seq < j.primary_seq)"
+        f" WHERE {_LABEL} = j.booked_account AND a.last_seq < j.primary_seq)"
         " ORDER BY j.seq LIMIT ?)",
         [answered_before, batch],
     )

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import sqlite_utils
 
 from siteserver.domain import AccountState, Conflict, Enforcement, authorize
+from siteserver.domain.merge import MergeConflict, over_limit
 
 ApplyStatus = Literal["applied", "duplicate", "denied", "conflict"]
 #: why an entry whose txn_id was applied with another account or amount is refused
@@ -33,6 +34,9 @@ class Entry:
     flags: tuple[str, ...] = ()
     ref: str | None = None
     comment: str | None = None
+    #: a merged charge not booked as the site made it: what was done, and the account it named
+    conflict: MergeConflict | None = None
+    requested_account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,8 @@ class Outcome:
     balance_after_cents: int | None = None  # for duplicates: the first answer's balance
     seq: int | None = None
     reason: str | None = None
+    #: a merged charge: the conflict recorded with its row (the entry's own, or `over_limit`)
+    conflict: MergeConflict | None = None
 
     def raise_if_conflict(self) -> None:
         """A txn_id reused for another account or amount is the caller's error (409)."""
@@ -72,7 +78,9 @@ def apply(
     A txn_id already in the ledger (or earlier in this batch) is a `duplicate` when it names the
     same account and amount, answered with the first application's balance; otherwise a
     `conflict` that changes nothing. A restricted account's authorized charge past its limit is
-    `denied` and leaves no row, so a later retry of the same txn_id may still apply.
+    `denied` and leaves no row, so a later retry of the same txn_id may still apply. A merged
+    (`origin_site`) fact that drives a restricted account past its limit is applied with an
+    `over_limit` conflict; an entry's conflict is recorded beside its row (`ledger_conflicts`).
     """
     if not entries:
         return []
@@ -87,18 +95,23 @@ def apply(
         ):
             seen[txn_id] = (acc, amount, bal, seq)
     accounts: dict[int, _Account] = {}
+    label_of: dict[int, str] = {}
     acc_ids = sorted({e.account_id for e in entries})
     for i in range(0, len(acc_ids), _CHUNK):
         chunk_ids = acc_ids[i : i + _CHUNK]
         marks = ",".join("?" * len(chunk_ids))
-        for acc_id, bal, restricted, overdraft in conn.execute(
-            f"SELECT id, balance_cents, restricted, overdraft_cents FROM accounts WHERE id IN ({marks})",
+        for acc_id, bal, restricted, overdraft, kind, name in conn.execute(
+            "SELECT id, balance_cents, restricted, overdraft_cents, kind, name FROM accounts"
+            f" WHERE id IN ({marks})",
             chunk_ids,
         ):
             accounts[acc_id] = _Account(bal, bool(restricted), overdraft)
+            label_of[acc_id] = account_label(kind, name)
     next_seq = (conn.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger").fetchone()[0]) + 1
 
     rows: list[tuple[object, ...]] = []
+    flags_json: dict[tuple[str, ...], str] = {}  # a merge's entries share a few flag sets
+    conflicts: list[tuple[object, ...]] = []
     out: list[Outcome] = []
     for e in entries:
         prior = seen.get(e.txn_id)
@@ -120,12 +133,21 @@ def apply(
         if a is None:
             out.append(Outcome(e.txn_id, "denied", e.amount_cents, reason="unknown account"))
             continue
-        verdict = authorize(AccountState(a.balance, a.restricted, a.overdraft), e.amount_cents, e.enforcement)
-        if not verdict.allowed:
-            out.append(Outcome(e.txn_id, "denied", e.amount_cents, a.balance, reason=verdict.reason))
-            continue
+        if e.enforcement is not Enforcement.FACT:  # a fact always applies (authorize: no need to ask)
+            verdict = authorize(
+                AccountState(a.balance, a.restricted, a.overdraft), e.amount_cents, e.enforcement
+            )
+            if not verdict.allowed:
+                out.append(Outcome(e.txn_id, "denied", e.amount_cents, a.balance, reason=verdict.reason))
+                continue
         a.balance += e.amount_cents
         a.dirty = True
+        conflict = e.conflict
+        past = -(a.balance + a.overdraft)
+        if a.restricted and e.origin_site is not None and e.amount_cents < 0 and past > 0:
+            conflict = over_limit(conflict, label_of.get(e.account_id, str(e.account_id)), past)
+        if conflict is not None:
+            conflicts.append((e.txn_id, e.requested_account, conflict.kind, conflict.action))
         seq = next_seq
         next_seq += 1
         a.last_seq = seq
@@ -141,13 +163,13 @@ def apply(
                 e.origin_site,
                 e.occurred_at,
                 applied_at,
-                json.dumps(list(e.flags)),
+                flags_json.get(e.flags) or flags_json.setdefault(e.flags, json.dumps(list(e.flags))),
                 e.ref,
                 e.comment,
                 epoch,
             )
         )
-        out.append(Outcome(e.txn_id, "applied", e.amount_cents, a.balance, seq))
+        out.append(Outcome(e.txn_id, "applied", e.amount_cents, a.balance, seq, conflict=conflict))
     if rows:
         conn.conn.executemany(
             "INSERT INTO ledger (seq, txn_id, account_id, amount_cents, balance_after_cents, kind,"
@@ -158,6 +180,11 @@ def apply(
         conn.conn.executemany(
             "UPDATE accounts SET balance_cents = ?, last_seq = ? WHERE id = ?",
             [(a.balance, a.last_seq, acc_id) for acc_id, a in accounts.items() if a.dirty],
+        )
+    if conflicts:
+        conn.conn.executemany(
+            "INSERT INTO ledger_conflicts (txn_id, requested_account, kind, action) VALUES (?,?,?,?)",
+            conflicts,
         )
     return out
 
@@ -210,21 +237,78 @@ def account_label_sql(alias: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Application:
-    """How a txn_id was applied: to which account (its label), how much, at which seq."""
+    """How a txn_id was applied: to which account (its label), how much, at which seq, from
+    where; and, for a merged charge booked with a conflict, the account its entry named."""
 
+    txn_id: str
     account: str
     amount_cents: int
     balance_after_cents: int
     seq: int
+    kind: str
+    origin_site: str | None
+    ref: str | None
+    occurred_at: str
+    applied_at: str
+    flags: tuple[str, ...]
+    requested_account: str | None = None
+    conflict: MergeConflict | None = None
+
+    @property
+    def named_account(self) -> str:
+        """The account the entry named (the one booked, unless a conflict moved it)."""
+        return self.requested_account or self.account
 
 
-def first_application(conn: sqlite_utils.Database, txn_id: str) -> Application | None:
-    """The ledger row of `txn_id`, whatever became of its account since; None: never applied."""
-    row = conn.execute(
-        "SELECT a.kind, a.name, l.amount_cents, l.balance_after_cents, l.seq"
-        " FROM ledger l JOIN accounts a ON a.id = l.account_id WHERE l.txn_id = ?",
-        [txn_id],
-    ).fetchone()
-    if row is None:
-        return None
-    return Application(account_label(row[0], row[1]), int(row[2]), int(row[3]), int(row[4]))
+_APPLICATION = (
+    "SELECT l.txn_id, a.kind, a.name, l.amount_cents, l.balance_after_cents, l.seq, l.kind,"
+    " l.origin_site, l.ref, l.occurred_at, l.applied_at, l.flags, c.requested_account, c.kind, c.action"
+    " FROM ledger l JOIN accounts a ON a.id = l.account_id"
+    " LEFT JOIN ledger_conflicts c ON c.txn_id = l.txn_id"
+)
+
+
+def _application(r: Sequence[Any]) -> Application:
+    conflict = None if r[13] is None else MergeConflict(r[13], r[14])
+    return Application(
+        txn_id=r[0],
+        account=account_label(r[1], r[2]),
+        amount_cents=r[3],
+        balance_after_cents=r[4],
+        seq=r[5],
+        kind=r[6],
+        origin_site=r[7],
+        ref=r[8],
+        occurred_at=r[9],
+        applied_at=r[10],
+        flags=tuple(json.loads(r[11])),
+        requested_account=r[12],
+        conflict=conflict,
+    )
+
+
+def applications(conn: sqlite_utils.Database, txn_ids: Sequence[str]) -> list[Application]:
+    """The ledger rows of these txn_ids (any that were applied; normally one each), whatever
+    became of their accounts since."""
+    out: list[Application] = []
+    for chunk in _chunks(txn_ids):
+        marks = ",".join("?" * len(chunk))
+        out.extend(
+            _application(r) for r in conn.execute(f"{_APPLICATION} WHERE l.txn_id IN ({marks})", list(chunk))
+        )
+    return out
+
+
+def applications_from(
+    conn: sqlite_utils.Database, origin_site: str, *, since: str, until: str, after_seq: int, limit: int
+) -> list[Application]:
+    """The rows merged from one site whose charge occurred in [since, until], by seq after
+    `after_seq` (a page of the primary's side of a reconciliation report)."""
+    return [
+        _application(r)
+        for r in conn.execute(
+            f"{_APPLICATION} WHERE l.origin_site = ? AND l.seq > ? AND l.occurred_at >= ?"
+            " AND l.occurred_at <= ? ORDER BY l.seq LIMIT ?",
+            [origin_site, after_seq, since, until, limit],
+        )
+    ]

@@ -48,15 +48,31 @@ def start_mode(conn: sqlite_utils.Database, now: str) -> None:
         _set(conn, mode=Mode.ONLINE.value, mode_since=now)
 
 
-def record_mode(conn: sqlite_utils.Database, mode: Mode, cause: str, at: str) -> None:
-    """A change of mode and its history, in the caller's (one) write transaction."""
+def record_mode(
+    conn: sqlite_utils.Database, mode: Mode, cause: str, at: str, detection_secs: float | None = None
+) -> None:
+    """A change of mode and its history, in the caller's (one) write transaction.
+    `detection_secs`: for a change to offline, how long after the last good contact it came."""
     _set(conn, mode=mode.value, mode_since=at)
-    conn.execute("INSERT INTO mode_changes (at, mode, cause) VALUES (?, ?, ?)", [at, mode.value, cause])
+    conn.execute(
+        "INSERT INTO mode_changes (at, mode, cause, detection_secs) VALUES (?, ?, ?, ?)",
+        [at, mode.value, cause, detection_secs],
+    )
 
 
-def mode_history(conn: sqlite_utils.Database) -> list[tuple[str, Mode]]:
-    """Every change of mode, oldest first: (at, mode)."""
-    return [(at, Mode(mode)) for at, mode in conn.execute("SELECT at, mode FROM mode_changes ORDER BY id")]
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    at: str
+    mode: Mode
+    detection_secs: float | None = None
+
+
+def mode_history(conn: sqlite_utils.Database) -> list[ModeChange]:
+    """Every change of mode, oldest first."""
+    return [
+        ModeChange(at, Mode(mode), secs)
+        for at, mode, secs in conn.execute("SELECT at, mode, detection_secs FROM mode_changes ORDER BY id")
+    ]
 
 
 def forget_bootstrap(conn: sqlite_utils.Database) -> None:
