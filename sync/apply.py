@@ -10,12 +10,14 @@ answered it is `rejected`.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import sqlite_utils
 
-from siteserver.domain import Enforcement
+from siteserver.domain import Enforcement, Shed
 from siteserver.domain.merge import Booking, MergeConflict, MergeStatus, book, fallback_account
 from siteserver.domain.offline import POLICY_FLAGS
 from siteserver.store import Database, ledger
@@ -25,29 +27,104 @@ from siteserver.timeutil import now_iso
 
 from . import wire
 
+#: while other sites wait, the share of time background merges may keep the primary busy
+MERGE_DUTY = 0.5
+#: while other sites wait, how long one site keeps the gate before it must let them in
+MERGE_TURN_SECS = 2.0
+#: the longest Retry-After a shed merge is told
+MAX_SHED_SECS = 30.0
+
+
+@dataclass
+class MergeGate:
+    """Background merges (a site draining its journal; no device waits on them) one site at a
+    time, so that many sites reconnecting at once do not crowd out the devices: a site's
+    pipelined uploads pass while it has the gate; another site's are shed (Shed: 429 with
+    Retry-After). When sites were turned away, the gate then stays closed as long again as it was
+    busy (MERGE_DUTY), and a site holds it at most MERGE_TURN_SECS at a time. Requests' own
+    merges (a device waiting) never pass through it. Used on the event loop only."""
+
+    clock: Callable[[], float] = time.monotonic
+    owner: str | None = None
+    in_flight: int = 0
+    busy_since: float = 0.0
+    closed_until: float = 0.0
+    contended: bool = False
+    #: sites turned away since the gate was last free (for the Retry-After they are told)
+    waiting: set[str] = field(default_factory=set)
+
+    def refusal(self, site_id: str) -> Shed | None:
+        """Why a background merge from `site_id` would be shed now (None: it would pass)."""
+        now = self.clock()
+        if self.owner is None and now >= self.closed_until:
+            return None
+        if self.owner == site_id and not (self.contended and now - self.busy_since > MERGE_TURN_SECS):
+            return None
+        self.waiting.add(site_id)
+        # Sites come back one turn (and its pause) after another: spread their retries out.
+        turns = max(1, len(self.waiting - {self.owner}))
+        wait = max(self.closed_until - now, 0.0) + turns * MERGE_TURN_SECS / MERGE_DUTY
+        return Shed(
+            "the primary is merging another site's journal: this one waits its turn",
+            retry_after_secs=min(wait, MAX_SHED_SECS),
+        )
+
+    def enter(self, site_id: str) -> None:
+        shed = self.refusal(site_id)
+        if shed is not None:
+            self.contended = True
+            raise shed
+        if self.owner is None:
+            self.owner, self.busy_since, self.contended = site_id, self.clock(), False
+        self.waiting.discard(site_id)
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight > 0:
+            return
+        now = self.clock()
+        if self.contended:
+            self.closed_until = now + (now - self.busy_since) * (1 - MERGE_DUTY) / MERGE_DUTY
+        self.owner = None
+
 
 @dataclass
 class Apply:
     db: Database
     epoch_of: Callable[[], int]
+    gate: MergeGate = field(default_factory=MergeGate)
 
-    async def merge(self, site_id: str, body: wire.MergeIn) -> wire.MergeOut:
-        """Apply a site's journal entries in one write transaction; one result per entry, in order."""
+    async def merge(self, site_id: str, body: wire.MergeIn, *, background: bool = False) -> wire.MergeOut:
+        """Apply a site's journal entries in one write transaction; one result per entry, in
+        order. A background merge passes the gate first (it may be shed)."""
+        if not background:
+            return await self._apply(site_id, body)
+        self.gate.enter(site_id)
+        try:
+            return await self._apply(site_id, body)
+        finally:
+            self.gate.leave()
+
+    async def _apply(self, site_id: str, body: wire.MergeIn) -> wire.MergeOut:
         # The epoch is read inside the write transaction, as every ledger write reads it.
         return await self.db.write(
             lambda conn: apply_entries(conn, site_id, body.entries, epoch=self.epoch_of())
         )
 
-    async def lookup(self, site_id: str, body: wire.LookupIn) -> wire.LookupOut:
-        """The ledger rows the asking site's txn_ids have now (for its reconciliation check)."""
+    async def lookup(self, site_id: str, body: wire.LookupIn) -> bytes:
+        """The ledger rows the asking site's txn_ids have now (for its reconciliation check), as
+        the JSON of wire.LookupOut: thousands of rows, serialized once."""
         ids = [str(t) for t in body.txn_ids]
         found = await self.db.read(lambda conn: ledger.applications(conn, ids))
-        return wire.LookupOut(rows=[ledger_row(a) for a in found if a.origin_site == site_id])
+        out = wire.LookupOut.model_construct(rows=[ledger_row(a) for a in found if a.origin_site == site_id])
+        return out.model_dump_json().encode()
 
 
 def ledger_row(a: ledger.Application) -> wire.LedgerRow:
-    return wire.LedgerRow(
-        txn_id=a.txn_id,
+    """A row as the look-up answers it (built from the ledger as it is, not validated again)."""
+    return wire.LedgerRow.model_construct(
+        txn_id=uuid.UUID(a.txn_id),
         seq=a.seq,
         account=a.account,
         amount_cents=a.amount_cents,

@@ -155,11 +155,20 @@ class SyncClient:
             response.close()
 
     def merge(
-        self, entries: list[wire.JournalEntry], *, timeout: float | httpx.Timeout | None = None
+        self,
+        entries: list[wire.JournalEntry],
+        *,
+        timeout: float | httpx.Timeout | None = None,
+        background: bool = False,
     ) -> wire.MergeOut:
-        """Merge these journal entries (1-5000) into the primary: one verdict per entry."""
+        """Merge these journal entries (1-5000) into the primary: one verdict per entry.
+        `background`: no device waits on it, so the primary may shed it (429 + Retry-After)."""
         request = self.build(
-            "POST", wire.url_path(wire.MERGE_PATH), json_body=wire.MergeIn(entries=entries), timeout=timeout
+            "POST",
+            wire.url_path(wire.MERGE_PATH),
+            json_body=wire.MergeIn(entries=entries),
+            params={wire.BACKGROUND: "true"} if background else None,
+            timeout=timeout,
         )
         return parse(wire.MergeOut, self.send(request))
 

@@ -151,9 +151,12 @@ class Merger:
         self.progress = Progress()
         self._pipeline = ThreadPoolExecutor(max_workers=PIPELINE, thread_name_prefix="merge")
 
-    def merge(self, entries: Sequence[journal_store.JournalRow], timeout: float) -> Verdicts | None:
+    def merge(
+        self, entries: Sequence[journal_store.JournalRow], timeout: float, *, background: bool = False
+    ) -> Verdicts | None:
         """One upload (on a plain thread); None when the primary gave no answer. Verdicts are
-        recorded before returning; entries without one stay pending."""
+        recorded before returning; entries without one stay pending. `background`: the drain's,
+        which the primary may shed."""
         if not entries:
             return {}
         unsent = [e.txn_id for e in entries if not e.sent]
@@ -165,7 +168,7 @@ class Merger:
         ep = self.endpoints.current()
         verdicts: Verdicts | None = None
         try:
-            answer = ep.quick.merge([entry_of(e) for e in entries], timeout=timeout)
+            answer = ep.quick.merge([entry_of(e) for e in entries], timeout=timeout, background=background)
             verdicts = {str(r.txn_id): verdict_of(r) for r in answer.results}
             self.endpoints.ok(ep)
             if self.on_answered is not None:
@@ -253,7 +256,8 @@ class Merger:
                 break
             self.progress.begin(lambda: self.db.read_sync(journal_store.pending_count))
             after = rows[-1].seq
-            in_flight.append((len(rows), self._pipeline.submit(self.merge, rows, timeout)))
+            upload = self._pipeline.submit(self.merge, rows, timeout, background=True)
+            in_flight.append((len(rows), upload))
             if len(in_flight) >= PIPELINE:
                 failed = not self._landed(*in_flight.popleft())
             sent += len(rows)

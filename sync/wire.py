@@ -24,6 +24,9 @@ HEARTBEAT_PATH = "/heartbeat"
 SNAPSHOT_PATH = "/snapshot"
 CHANGES_PATH = "/changes"
 MERGE_PATH = "/journal"  # the site merges its journal into the primary here
+#: the merge's query parameter of a site's background drain (no device waits on it): the
+#: primary may shed such an upload (429 + Retry-After) before it reads its body
+BACKGROUND = "background"
 LOOKUP_PATH = "/ledger/lookup"  # the primary's ledger rows of a site's txn_ids (reconciliation)
 
 

@@ -19,6 +19,7 @@ from siteserver.domain import (
     LockedOut,
     NotActive,
     NotFound,
+    Shed,
     Unauthorized,
     Unavailable,
 )
@@ -32,6 +33,7 @@ STATUS = {
     Unauthorized: 401,
     Forbidden: 403,
     LockedOut: 429,
+    Shed: 429,
     NotActive: 503,
     Unavailable: 503,
 }
@@ -53,6 +55,15 @@ _HTTP_CODES = {
 
 def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def retry_after(secs: float) -> dict[str, str]:
+    """The Retry-After header (delta-seconds, at least 1) of a 429."""
+    return {"Retry-After": str(max(1, round(secs)))}
+
+
+def shed_response(exc: Shed) -> JSONResponse:
+    return error(429, exc.code, exc.detail, retry_after(exc.retry_after_secs))
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -77,8 +88,8 @@ def install(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
         headers = None
-        if isinstance(exc, LockedOut):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after_secs)))}
+        if isinstance(exc, LockedOut | Shed):
+            headers = retry_after(exc.retry_after_secs)
         return error(status, exc.code, exc.detail, headers)
 
     @app.exception_handler(RequestValidationError)

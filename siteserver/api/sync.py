@@ -9,15 +9,19 @@ and a site signature opens nothing elsewhere.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from siteserver import contract
 from sync import wire
+from sync.apply import MergeGate
 
 from .auth import EnrollmentToken, RawBodyRoute, SignedSite
 from .deps import SyncDep
+from .errors import shed_response
 
 router = APIRouter(prefix=wire.PREFIX, tags=["sync (site signature)"], route_class=RawBodyRoute)
 
@@ -70,15 +74,48 @@ async def changes(
     return await sync.feed.changes(after, wait, limit)
 
 
-@router.post(wire.MERGE_PATH, response_model=wire.MergeOut, responses=_ERRORS)
-async def merge(body: wire.MergeIn, site_id: SignedSite, sync: SyncDep) -> wire.MergeOut:
+@router.post(
+    wire.MERGE_PATH, response_model=wire.MergeOut, responses={**_ERRORS, 429: {"model": contract.ErrorOut}}
+)
+async def merge(
+    body: wire.MergeIn,
+    site_id: SignedSite,
+    sync: SyncDep,
+    background: Annotated[bool, Query(alias=wire.BACKGROUND)] = False,
+) -> wire.MergeOut:
     """Merge a site's journal entries: applied at most once per txn_id, one result per entry, a
-    receipt."""
-    return await sync.apply.merge(site_id, body)
+    receipt. `background=true`: the site's drain, which the primary may shed while another site
+    merges (429 with Retry-After)."""
+    return await sync.apply.merge(site_id, body, background=background)
+
+
+class MergeShedding:
+    """Sheds a background merge (`?background=true`) that the gate would turn away, before its
+    body (up to 5000 entries) is read, checked and parsed: turning a site away costs nothing.
+    Only a peek: the gate is taken by the signed request itself (`Apply.merge`)."""
+
+    def __init__(self, app: ASGIApp, gate: MergeGate) -> None:
+        self.app = app
+        self.gate = gate
+        self.path = wire.url_path(wire.MERGE_PATH)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path and _background(scope):
+            site = dict(scope["headers"]).get(b"x-site-id", b"").decode("latin-1")
+            shed = self.gate.refusal(site)
+            if shed is not None:
+                await shed_response(shed)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _background(scope: Scope) -> bool:
+    query = parse_qs(scope["query_string"].decode("latin-1"))
+    return query.get(wire.BACKGROUND) == ["true"]
 
 
 @router.post(wire.LOOKUP_PATH, response_model=wire.LookupOut, responses=_ERRORS)
-async def lookup(body: wire.LookupIn, site_id: SignedSite, sync: SyncDep) -> wire.LookupOut:
-    """The primary's ledger rows, as they stand now, of up to 1000 of the asking site's txn_ids
+async def lookup(body: wire.LookupIn, site_id: SignedSite, sync: SyncDep) -> Response:
+    """The primary's ledger rows, as they stand now, of up to 5000 of the asking site's txn_ids
     (a reconciliation report's check): none for a txn_id never applied."""
-    return await sync.apply.lookup(site_id, body)
+    return Response(await sync.apply.lookup(site_id, body), media_type="application/json")

@@ -58,6 +58,17 @@ class LockedOut(DomainError):
         self.retry_after_secs = retry_after_secs
 
 
+class Shed(DomainError):
+    """Load this server turns away for now, to keep serving devices (a merge while another site
+    merges): try again after `retry_after_secs` (429 with Retry-After)."""
+
+    code = "busy"
+
+    def __init__(self, detail: str, *, retry_after_secs: float) -> None:
+        super().__init__(detail)
+        self.retry_after_secs = retry_after_secs
+
+
 class Unavailable(DomainError):
     """What the request needs is not reachable now (the primary, for a site's pull or merge)."""
 

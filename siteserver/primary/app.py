@@ -17,6 +17,7 @@ from siteserver.admin.primary import PrimaryAdmin
 from siteserver.api import device, health, primary_admin, provider, sync
 from siteserver.api.application import build_app
 from siteserver.api.deps import PrimaryHealth, Services
+from siteserver.api.sync import MergeShedding
 from siteserver.config import PrimaryConfig
 from siteserver.desk import FrontDesk
 from siteserver.desk.charging import LedgerCharging
@@ -154,6 +155,7 @@ class PrimaryServer:
                 sync=self.sync,
             ),
         )
+        app.add_middleware(MergeShedding, gate=self.sync.apply.gate)
         app.add_middleware(ActiveOnly, guard=self.guard)
         return app
 
