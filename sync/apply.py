@@ -53,14 +53,19 @@ class MergeGate:
     #: sites turned away since the gate was last free (for the Retry-After they are told)
     waiting: set[str] = field(default_factory=set)
 
-    def refusal(self, site_id: str) -> Shed | None:
-        """Why a background merge from `site_id` would be shed now (None: it would pass)."""
+    def refusal(self, site_id: str, *, verified: bool = False) -> Shed | None:
+        """Why a background merge from `site_id` would be shed now (None: it would pass).
+        `verified`: the site's signature was checked, so it counts among those waiting (an
+        unchecked X-Site-Id may be anyone's and only gets its answer)."""
         now = self.clock()
         if self.owner is None and now >= self.closed_until:
             return None
         if self.owner == site_id and not (self.contended and now - self.busy_since > MERGE_TURN_SECS):
             return None
-        self.waiting.add(site_id)
+        if self.owner is not None:
+            self.contended = True  # someone waits: the owner's turn is limited, a pause follows
+        if verified:
+            self.waiting.add(site_id)
         # Sites come back one turn (and its pause) after another: spread their retries out.
         turns = max(1, len(self.waiting - {self.owner}))
         wait = max(self.closed_until - now, 0.0) + turns * MERGE_TURN_SECS / MERGE_DUTY
@@ -70,9 +75,8 @@ class MergeGate:
         )
 
     def enter(self, site_id: str) -> None:
-        shed = self.refusal(site_id)
+        shed = self.refusal(site_id, verified=True)
         if shed is not None:
-            self.contended = True
             raise shed
         if self.owner is None:
             self.owner, self.busy_since, self.contended = site_id, self.clock(), False
@@ -87,6 +91,7 @@ class MergeGate:
         if self.contended:
             self.closed_until = now + (now - self.busy_since) * (1 - MERGE_DUTY) / MERGE_DUTY
         self.owner = None
+        self.waiting.clear()  # those still waiting say so again when they retry
 
 
 @dataclass
@@ -117,7 +122,8 @@ class Apply:
         the JSON of wire.LookupOut: thousands of rows, serialized once."""
         ids = [str(t) for t in body.txn_ids]
         found = await self.db.read(lambda conn: ledger.applications(conn, ids))
-        out = wire.LookupOut.model_construct(rows=[ledger_row(a) for a in found if a.origin_site == site_id])
+        mine = sorted((a for a in found if a.origin_site == site_id), key=lambda a: a.seq)
+        out = wire.LookupOut.model_construct(rows=[ledger_row(a) for a in mine])
         return out.model_dump_json().encode()
 
 

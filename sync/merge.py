@@ -43,7 +43,8 @@ MERGE_BATCH = 5000
 REQUEST_GROUP = 500
 #: background uploads in flight at once: one is applied while the next is read, sent and parsed
 PIPELINE = 2
-BACKGROUND_TIMEOUT_SECS = 10.0
+#: an upload of up to MERGE_BATCH entries, the second of the pipeline waiting for the first
+BACKGROUND_TIMEOUT_SECS = 30.0
 #: threads merging requests' entries; each takes every request waiting when it starts (one upload)
 UPLOADERS = 3
 #: the shortest upload timeout, for a group whose budget is (almost) spent: still one real try
@@ -149,6 +150,7 @@ class Merger:
         #: time.monotonic() before which the background merge does not try (a Retry-After)
         self._resume_at = 0.0
         self.progress = Progress()
+        self._draining = threading.Lock()
         self._pipeline = ThreadPoolExecutor(max_workers=PIPELINE, thread_name_prefix="merge")
 
     def merge(
@@ -242,10 +244,16 @@ class Merger:
                 )
                 w.future.set_result(found)
 
-    def merge_pending_once(self, timeout: float = BACKGROUND_TIMEOUT_SECS) -> int:
+    def merge_pending_once(self, timeout: float = BACKGROUND_TIMEOUT_SECS, *, background: bool = True) -> int:
         """Merge the pending journal, oldest first, in batches of MERGE_BATCH with up to PIPELINE
         uploads in flight (the next batch is read and sent while the primary applies the last);
-        returns how many entries were sent, negative when the primary did not answer."""
+        returns how many entries were sent, negative when the primary did not answer. One drain
+        at a time (the background thread's, an admin's merge now). `background=False`: an admin
+        waits for it, so the primary does not shed it."""
+        with self._draining:
+            return self._drain(timeout, background)
+
+    def _drain(self, timeout: float, background: bool) -> int:
         after = 0
         sent = 0
         in_flight: deque[tuple[int, Future[Verdicts | None]]] = deque()
@@ -256,7 +264,7 @@ class Merger:
                 break
             self.progress.begin(lambda: self.db.read_sync(journal_store.pending_count))
             after = rows[-1].seq
-            upload = self._pipeline.submit(self.merge, rows, timeout, background=True)
+            upload = self._pipeline.submit(self.merge, rows, timeout, background=background)
             in_flight.append((len(rows), upload))
             if len(in_flight) >= PIPELINE:
                 failed = not self._landed(*in_flight.popleft())

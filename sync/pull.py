@@ -188,10 +188,10 @@ class Mirror:
             log.info("the primary's feed no longer reaches cursor %d: bootstrapping again", after)
             self._start_over()
             return self._bootstrap(ep.feed)
-        if self.settle is not None:
-            labels = page_accounts(self.db, page)
-            if labels:
-                self.settle(labels)
+        if self.settle is not None and page_accounts(self.db, page):
+            # All of them, not only those naming these accounts: the primary may have booked an
+            # entry in doubt to another account (a conflict), and only its answer says which.
+            self.settle(None)
         try:
             apply_page(self.db, after, page)
         except Exception as e:

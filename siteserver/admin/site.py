@@ -176,7 +176,7 @@ class SiteAdmin:
         and the journal counts after the primary's verdicts were recorded."""
         merged = 0
         for _ in range(MERGE_NOW_ROUNDS):
-            sent = await asyncio.to_thread(self.merger.merge_pending_once)
+            sent = await asyncio.to_thread(self.merger.merge_pending_once, background=False)
             if sent < 0:
                 raise Unavailable("the primary did not answer the merge", code="primary_unreachable")
             merged += sent

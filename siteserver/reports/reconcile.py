@@ -144,10 +144,13 @@ def make_report(
     try:
         # The primary's rows of the next page are fetched while this page is checked and written.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-lookup") as ahead:
-            page = db.read_sync(_page(since, until, 0))
+            # Entries re-written during the report (a job released again) get a new seq: stop at
+            # the last one there was when it began, so that none is listed twice.
+            last = db.read_sync(journal_store.last_seq)
+            page = db.read_sync(_page(since, until, 0, last))
             upcoming: Future[Sequence[LedgerRow]] | None = ahead.submit(_fetch, lookup, page)
             while page:
-                following = db.read_sync(_page(since, until, page[-1].seq))
+                following = db.read_sync(_page(since, until, page[-1].seq, last))
                 coming = ahead.submit(_fetch, lookup, following) if following and c.verified else None
                 found = _found(c, upcoming)
                 lines = [_line(c, r, found) for r in page]
@@ -176,9 +179,11 @@ def make_report(
 
 
 def _page(
-    since: str, until: str, after: int
+    since: str, until: str, after: int, last: int
 ) -> Callable[[sqlite_utils.Database], list[journal_store.JournalRow]]:
-    return lambda conn: journal_store.in_window(conn, since, until, after_seq=after, limit=PAGE)
+    return lambda conn: journal_store.in_window(
+        conn, since, until, after_seq=after, through_seq=last, limit=PAGE
+    )
 
 
 def _add(

@@ -153,17 +153,22 @@ def between(conn: sqlite_utils.Database, since: str, until: str) -> tuple[int, i
 
 
 def in_window(
-    conn: sqlite_utils.Database, since: str, until: str, *, after_seq: int, limit: int
+    conn: sqlite_utils.Database, since: str, until: str, *, after_seq: int, through_seq: int, limit: int
 ) -> list[JournalRow]:
-    """Entries that occurred in [since, until], by seq after `after_seq` (a report's page)."""
+    """Entries that occurred in [since, until], by seq in (`after_seq`, `through_seq`] (a
+    report's page)."""
     return [
         _row(r)
         for r in conn.execute(
-            f"SELECT {_COLS} FROM journal WHERE seq > ? AND occurred_at >= ? AND occurred_at <= ?"
-            " ORDER BY seq LIMIT ?",
-            [after_seq, since, until, limit],
+            f"SELECT {_COLS} FROM journal WHERE seq > ? AND seq <= ? AND occurred_at >= ?"
+            " AND occurred_at <= ? ORDER BY seq LIMIT ?",
+            [after_seq, through_seq, since, until, limit],
         )
     ]
+
+
+def last_seq(conn: sqlite_utils.Database) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()[0])
 
 
 def get(conn: sqlite_utils.Database, txn_id: str) -> JournalRow | None:
