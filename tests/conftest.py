@@ -1,5 +1,6 @@
 """Fixtures only (the helpers they use are the kit's, tests/kit/): a real primary started with the
-CLI on loopback, the sample print world on it, and a fresh database."""
+CLI on loopback (alone, or behind the project's fault proxy), the sample print world on it, and a
+fresh database."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from migrations.primary import migrations
 from siteserver import sample
+from siteserver.faultproxy import FaultProxyProcess
 from siteserver.store import Database
 from tests.kit.primary import Primary, open_database, start_primary
 
@@ -20,6 +22,19 @@ def primary(tmp_path: Path) -> Iterator[Primary]:
     p = start_primary(tmp_path)
     yield p
     p.process.stop()
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[Primary, FaultProxyProcess]]:
+    """A primary and the fault proxy in front of it (a site configured with the proxy's URL
+    reaches the primary only through it)."""
+    primary = start_primary(tmp_path)
+    proxy = FaultProxyProcess.in_front_of(primary.url).start()
+    try:
+        yield primary, proxy
+    finally:
+        proxy.stop()
+        primary.process.stop()
 
 
 @pytest.fixture

@@ -14,29 +14,15 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from siteserver import contract
 from siteserver.faultproxy import FaultProxyProcess
-from tests.kit.primary import Primary, expect_error, start_primary
+from tests.kit.primary import Primary, expect_error
 from tests.kit.site import Branch, add_user, eventually, start_branch
 
 WAN = {"probe_interval_secs": 0.25, "offline_after_failures": 2, "online_after_successes": 2}
-
-
-@pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[tuple[Primary, FaultProxyProcess]]:
-    primary = start_primary(tmp_path)
-    proxy = FaultProxyProcess.in_front_of(primary.url).start()
-    try:
-        yield primary, proxy
-    finally:
-        proxy.stop()
-        primary.process.stop()
 
 
 def mode(branch: Branch) -> str:

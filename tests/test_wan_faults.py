@@ -6,14 +6,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from siteserver.faultproxy import FaultProxyProcess
-from tests.kit.primary import Primary, start_primary
+from tests.kit.primary import Primary
 from tests.kit.site import Branch, add_user, eventually, start_branch
 
 INTERVAL = 0.25
@@ -26,17 +25,6 @@ def mode(branch: Branch) -> str | None:
         return str(httpx.get(branch.url + "/api/health/site-server/status", timeout=2).json()["mode"])
     except (httpx.HTTPError, ValueError, KeyError):
         return None
-
-
-@pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[tuple[Primary, FaultProxyProcess]]:
-    primary = start_primary(tmp_path)
-    proxy = FaultProxyProcess.in_front_of(primary.url).start()
-    try:
-        yield primary, proxy
-    finally:
-        proxy.stop()
-        primary.process.stop()
 
 
 def test_blackhole_goes_offline_in_time_and_no_request_waits_past_the_budget(
