@@ -28,6 +28,7 @@ from .check import mismatch
 from .totals import Totals, spender
 
 log = logging.getLogger("siteserver.reports")
+_json = json.JSONEncoder(check_circular=False).encode  # one encoder for every line
 
 #: journal entries per page: one look-up call to the primary, one write of report lines
 PAGE = 5000
@@ -247,7 +248,7 @@ def _line(
         )
     conflict = view["conflict"]
     return reports_store.ReportLine(
-        json.dumps(view),
+        _json(view),
         None if conflict is None else json.dumps({"txn_id": row.txn_id, **conflict}),
         None if why is None else json.dumps({"txn_id": row.txn_id, "why": why}),
     )

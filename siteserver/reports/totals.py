@@ -11,32 +11,31 @@ NONE = "(none)"  # the key of entries without a user or printer
 
 @dataclass
 class Totals:
-    by_user: dict[str, list[int]] = field(default_factory=dict)
-    by_account: dict[str, list[int]] = field(default_factory=dict)
-    by_printer: dict[str, list[int]] = field(default_factory=dict)
-    by_kind: dict[str, list[int]] = field(default_factory=dict)
+    #: (user, account, printer, kind) -> [entries, cents]: one dictionary step per entry; the
+    #: four tables are folded from it once, at the end
+    combos: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
 
     def add(self, *, user: str | None, account: str, printer: str | None, kind: str, cents: int) -> None:
-        for table, key in (
-            (self.by_user, user or NONE),
-            (self.by_account, account),
-            (self.by_printer, printer or NONE),
-            (self.by_kind, kind),
-        ):
-            t = table.setdefault(key, [0, 0])
+        t = self.combos.get(key := (user or NONE, account, printer or NONE, kind))
+        if t is None:
+            self.combos[key] = [1, cents]
+        else:
             t[0] += 1
             t[1] += cents
 
     def public(self) -> dict[str, Any]:
+        tables: list[dict[str, list[int]]] = [{}, {}, {}, {}]
+        for key, (n, c) in self.combos.items():
+            for table, k in zip(tables, key, strict=True):
+                t = table.setdefault(k, [0, 0])
+                t[0] += n
+                t[1] += c
+
         def shown(table: dict[str, list[int]]) -> dict[str, Any]:
             return {k: {"entries": n, "cents": c} for k, (n, c) in sorted(table.items())}
 
-        return {
-            "by_user": shown(self.by_user),
-            "by_account": shown(self.by_account),
-            "by_printer": shown(self.by_printer),
-            "by_kind": shown(self.by_kind),
-        }
+        by_user, by_account, by_printer, by_kind = (shown(t) for t in tables)
+        return {"by_user": by_user, "by_account": by_account, "by_printer": by_printer, "by_kind": by_kind}
 
 
 def spender(flags: tuple[str, ...] | list[str], account: str) -> str | None:
