@@ -179,6 +179,15 @@ def test_each_conflict_is_billed_and_explained_in_the_report(
             expect_error(c.post("/api/admin/v1/reports/reconciliation", json={"since": "yesterday"}), 422)
             expect_error(c.post("/api/admin/v1/reports/reconciliation", json={"sort": "up"}), 422)
 
+        # The command line, the books agreeing: exit 0, the HTML page written where asked.
+        cli = [sys.executable, "-m", "siteserver", "report", "reconcile", "--config", str(branch.config)]
+        page_file = tmp_path / "report.html"
+        done = subprocess.run(
+            [*cli, "--format", "html", "--output", str(page_file)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "The books agree." in page_file.read_text() and "The books agree" in done.stderr
+
         # One merged row altered by hand in the primary's database: the check names it.
         altered = txn["user_disabled"]
         db = sqlite3.connect(primary.database, isolation_level=None)
@@ -195,7 +204,6 @@ def test_each_conflict_is_billed_and_explained_in_the_report(
 
         # The command line: exit 1 (books disagree), the report written where asked.
         out = tmp_path / "report.csv"
-        cli = [sys.executable, "-m", "siteserver", "report", "reconcile", "--config", str(branch.config)]
         done = subprocess.run([*cli, "--format", "csv", "--output", str(out)], capture_output=True, text=True)
         assert done.returncode == 1, done.stderr
         assert altered in out.read_text() and "do not agree" in done.stderr
