@@ -134,10 +134,6 @@ def ledger_row(a: ledger.Application) -> wire.LedgerRow:
         seq=a.seq,
         account=a.account,
         amount_cents=a.amount_cents,
-        kind=a.kind,
-        occurred_at=a.occurred_at,
-        applied_at=a.applied_at,
-        flags=list(a.flags),
         requested_account=a.requested_account,
         conflict=wire.ConflictOut.of(a.conflict),
     )

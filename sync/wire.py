@@ -198,14 +198,12 @@ class LookupIn(_Request):
 
 
 class LedgerRow(BaseModel):
+    """What a reconciliation check needs of a ledger row (the site has the rest)."""
+
     txn_id: uuid.UUID
     seq: int
     account: str  # the account booked
     amount_cents: int
-    kind: str
-    occurred_at: str
-    applied_at: str
-    flags: list[str]
     requested_account: str | None  # the account the entry named, when a conflict moved it
     conflict: ConflictOut | None
 
