@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from siteserver.domain.merge import ConflictKind, MergeConflict
 from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS, MAX_PAGE_PRICE_CENTS
 from siteserver.timeutil import iso, parse_iso
@@ -528,8 +529,18 @@ class ReportCreatedOut(BaseModel):
 
 
 class ConflictOut(BaseModel):
-    kind: str
+    """What the primary did with a merged charge it could not book exactly as the site made it
+    (the sync API's merge answers and look-up, and the reports)."""
+
+    kind: ConflictKind
     action: str  # what the primary did, in a sentence
+
+    @classmethod
+    def of(cls, c: MergeConflict | None) -> ConflictOut | None:
+        return None if c is None else cls(kind=c.kind, action=c.action)
+
+    def domain(self) -> MergeConflict:
+        return MergeConflict(self.kind, self.action)
 
 
 class ReportEntryOut(BaseModel):

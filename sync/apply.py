@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 
 import sqlite_utils
 
+from siteserver import contract
 from siteserver.domain import Enforcement, Shed
 from siteserver.domain.merge import Booking, MergeConflict, MergeStatus, book, fallback_account
-from siteserver.domain.offline import POLICY_FLAGS
+from siteserver.domain.offline import POLICY_FLAGS, by_flag, spender
 from siteserver.store import Database, ledger
 from siteserver.store import accounts as accounts_store
 from siteserver.store.settings import get_policies
@@ -135,13 +136,13 @@ def ledger_row(a: ledger.Application) -> wire.LedgerRow:
         account=a.account,
         amount_cents=a.amount_cents,
         requested_account=a.requested_account,
-        conflict=wire.ConflictOut.of(a.conflict),
+        conflict=contract.ConflictOut.of(a.conflict),
     )
 
 
-def spender_of(e: wire.JournalEntry) -> str | None:
-    """Who spent an entry: its `by:` flag (offline entries), else None (a personal account's user)."""
-    return next((f[3:] for f in e.flags if f.startswith("by:")), None)
+def by_spender(flags: Sequence[str]) -> str | None:
+    """The spender an entry's `by:` flag names (None: none; a personal account's user spent it)."""
+    return spender(flags, "")
 
 
 def _answer(
@@ -160,7 +161,7 @@ def _answer(
         seq=seq,
         balance_cents=balance,
         reason=reason,
-        conflict=wire.ConflictOut.of(conflict),
+        conflict=contract.ConflictOut.of(conflict),
         account=None if account == e.account else account,
         amount_cents=None if amount == e.amount_cents else amount,
     )
@@ -211,7 +212,7 @@ def apply_entries(
             continue
         results.append(None)
         by_policy = bool(POLICY_FLAGS.intersection(e.flags))
-        key = (e.account, spender_of(e), by_policy)
+        key = (e.account, by_spender(e.flags), by_policy)
         booking = bookings.get(key)
         if booking is None:  # once per account and spender in an upload
             named = accounts_store.named_account(conn, e.account, key[1])
@@ -230,8 +231,9 @@ def apply_entries(
         flags = tuple(e.flags)
         if booking.conflict is not None:
             flags = (*flags, f"conflict:{booking.conflict.kind}")
-            if e.account.startswith("user:") and spender_of(e) is None:
-                flags = (*flags, f"by:{e.account[5:]}"[:64])  # the username stays on the row
+            by = by_flag(e.account.removeprefix("user:"))
+            if e.account.startswith("user:") and by_spender(e.flags) is None and by is not None:
+                flags = (*flags, by)  # the username stays on the row
         batch.append(
             ledger.Entry(
                 str(e.txn_id),

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from siteserver.domain.merge import ConflictKind, MergeConflict, MergeStatus
+from siteserver.contract import ConflictOut
+from siteserver.domain.merge import MergeStatus
 from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS
 
@@ -156,18 +157,6 @@ class JournalEntry(_Request):
 
 class MergeIn(_Request):
     entries: Annotated[list[JournalEntry], Field(min_length=1, max_length=MAX_JOURNAL_ENTRIES)]
-
-
-class ConflictOut(BaseModel):
-    kind: ConflictKind
-    action: str  # what the primary did, in a sentence
-
-    @classmethod
-    def of(cls, c: MergeConflict | None) -> ConflictOut | None:
-        return None if c is None else cls(kind=c.kind, action=c.action)
-
-    def domain(self) -> MergeConflict:
-        return MergeConflict(self.kind, self.action)
 
 
 class MergeResult(BaseModel):

@@ -142,7 +142,7 @@ class JournalCharging(Charging):
         label = journal_store.label_of(conn, account_id)
         assert label is not None
         flags = decision.flags
-        by = journal_store.by_flag(ask.username)
+        by = offline_rules.by_flag(ask.username)
         if offline and by is not None:
             flags = (*flags, by)
         journal_store.append(

@@ -10,7 +10,7 @@ until the merge. Pure: no storage, no clock. See docs/offline.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .ledger import AccountState, Enforcement, authorize
@@ -22,6 +22,21 @@ SHARED_FALLBACK = "account:shared_fallback"  # charged to the account-selection 
 UNAUTHENTICATED_SHARED = "unauthenticated:shared_account"  # an unknown user's, by policy
 #: an entry charged to a shared account by an offline policy, not by its user's membership
 POLICY_FLAGS = frozenset({SHARED_FALLBACK, UNAUTHENTICATED_SHARED})
+BY = "by:"  # the flag naming who spent an entry (a journal flag is at most 64 characters)
+
+
+def by_flag(username: str) -> str | None:
+    """The flag naming who spent a charge (None when it would not fit in a flag)."""
+    flag = BY + username
+    return flag if len(flag) <= 64 else None
+
+
+def spender(flags: Iterable[str], account: str) -> str | None:
+    """Who spent an entry: its `by:` flag, else the user of the personal account it names."""
+    by = next((f[len(BY) :] for f in flags if f.startswith(BY)), None)
+    if by is not None or not account.startswith("user:"):
+        return by
+    return account[len("user:") :]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+from siteserver.domain.offline import spender
 from siteserver.store import Database, ledger
 from siteserver.timeutil import now_iso
 
-from .totals import Totals, spender
+from .totals import Totals
 
 PAGE = 2000
 

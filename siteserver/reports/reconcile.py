@@ -18,6 +18,7 @@ import sqlite_utils
 
 from siteserver import contract
 from siteserver.domain import format_cents
+from siteserver.domain.offline import spender
 from siteserver.store import Database
 from siteserver.store import journal as journal_store
 from siteserver.store import reports as reports_store
@@ -25,7 +26,7 @@ from siteserver.timeutil import iso, now_iso, parse_iso
 from sync.wire import LedgerRow
 
 from .check import mismatch
-from .totals import Totals, spender
+from .totals import Totals
 
 log = logging.getLogger("siteserver.reports")
 _json = json.JSONEncoder(check_circular=False).encode  # one encoder for every line

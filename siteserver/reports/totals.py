@@ -36,11 +36,3 @@ class Totals:
 
         by_user, by_account, by_printer, by_kind = (shown(t) for t in tables)
         return {"by_user": by_user, "by_account": by_account, "by_printer": by_printer, "by_kind": by_kind}
-
-
-def spender(flags: tuple[str, ...] | list[str], account: str) -> str | None:
-    """Who spent an entry: its `by:` flag, else the user of the personal account it names."""
-    by = next((f[3:] for f in flags if f.startswith("by:")), None)
-    if by is not None:
-        return by
-    return account[5:] if account.startswith("user:") else None

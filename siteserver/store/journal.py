@@ -384,12 +384,6 @@ def settle_answered(conn: sqlite_utils.Database, txn_ids: Iterable[str], flags: 
 # the user of the personal account charged).
 
 
-def by_flag(username: str) -> str | None:
-    """The flag naming who spent an offline charge (None when it would not fit in a flag)."""
-    flag = f"by:{username}"
-    return flag if len(flag) <= 64 else None
-
-
 def offline_spent_by(conn: sqlite_utils.Database, username: str) -> int:
     """Cents `username` has spent offline that the primary has not yet seen (>= 0)."""
     if not username:
