@@ -1,4 +1,4 @@
-"""The command line as an admin uses it: clear errors, and the demo that the README promises."""
+"""The command line as an admin uses it: clear errors (the demo has tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -33,24 +33,3 @@ def test_primary_run_refuses_a_site_config(tmp_path: Path) -> None:
 def test_usage_errors_name_the_commands() -> None:
     r = run("frobnicate")
     assert r.returncode == 2 and "primary" in r.stderr and "demo" in r.stderr
-
-
-def test_demo_sets_up_a_primary_and_an_enrolled_site(tmp_path: Path) -> None:
-    r = run("demo", "--check", "--dir", str(tmp_path / "demo"), "--port", "0")
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = r.stdout
-    for needle in (
-        "/docs",
-        "Primary admin token",
-        "Site admin token",
-        "Site server branch-01",
-        "mode online",
-        "MFD device token",
-        "Print provider token",
-        "A card login at the site just worked: alice, balance 1000 cents",
-    ):
-        assert needle in out
-    assert (tmp_path / "demo" / "primary.db").exists()
-    for private in ("primary.toml", "site.toml", "site/site.key", "site/secrets"):
-        assert (tmp_path / "demo" / private).stat().st_mode & 0o077 == 0, private
-    assert (tmp_path / "demo" / "site" / "site.db").exists()
