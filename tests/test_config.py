@@ -115,3 +115,12 @@ def test_bad_configuration_is_explained(tmp_path: Path, text: str, needle: str) 
 def test_missing_file_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_the_shipped_example_configs_load() -> None:
+    """deploy/config/ is what the install guide copies: each file is a valid config of its role."""
+    from siteserver.config import PrimaryConfig, SiteConfig, load_config
+
+    deploy = Path(__file__).parent.parent / "deploy" / "config"
+    assert isinstance(load_config(deploy / "primary.toml"), PrimaryConfig)
+    assert isinstance(load_config(deploy / "site.toml"), SiteConfig)
