@@ -49,6 +49,7 @@ from _common import (  # first: puts this checkout on sys.path
 
 from siteserver import sample
 from siteserver.faultproxy import FaultProxyProcess
+from siteserver.launch import wait_until
 from siteserver.store.db import connect
 
 WAN = {"probe_interval_secs": 0.5, "offline_after_failures": 3, "online_after_successes": 3}
@@ -63,15 +64,6 @@ def status(site: SiteHandle) -> dict[str, object]:
     r.raise_for_status()
     body: dict[str, object] = r.json()
     return body
-
-
-def wait_for(check: object, timeout: float, what: str, poll: float = 0.1) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return time.monotonic()
-        time.sleep(poll)
-    raise TimeoutError(f"not within {timeout:g} s: {what}")
 
 
 def charges(n: int, users: list[str], rng: random.Random) -> list[tuple[str, str, int]]:
@@ -173,23 +165,21 @@ def main() -> int:
         site.process.start()
         site.process.wait_listening(timeout=60)
         wait_bootstrapped(site, 120)
-        wait_for(lambda: status(site)["mode"] == "online", 30, "online")
+        wait_until(lambda: status(site)["mode"] == "online", 30, "online")
         expected: dict[str, int] = {}
         merged_so_far = 0
         for n in args.entries:
             proxy.set("refuse")
-            wait_for(lambda: status(site)["mode"] == "offline", 30, "offline")
+            wait_until(lambda: status(site)["mode"] == "offline", 30, "offline")
             rows = charges(n, users, rng)
             for _, u, a in rows:
                 expected[u] = expected.get(u, 0) + a
             write_journal(site.db_path, rows)
             proxy.set("pass")
-            up = time.monotonic()
-            drained = wait_for(lambda: status(site)["journal"]["pending"] == 0, 600, "drained")  # type: ignore[index]
-            online = wait_for(lambda: status(site)["mode"] == "online", 60, "online")
+            secs = wait_until(lambda: status(site)["journal"]["pending"] == 0, 600, "drained", poll=0.1)  # type: ignore[index]
+            online = secs + wait_until(lambda: status(site)["mode"] == "online", 60, "online")
             bare = bare_insert(root / f"bare-{n}.db", rows)
-            secs = drained - up
-            results.append((n, secs, online - up, n / secs, bare))
+            results.append((n, secs, online, n / secs, bare))
             merged_so_far += n
             reports.append(report(site, merged_so_far, failures))
         with primary.admin() as c:

@@ -43,10 +43,11 @@ from _common import (  # first: puts this checkout on sys.path
     wait_bootstrapped,
     wrk_missing,
 )
-from merge import WAN, charges, status, wait_for, write_journal
+from merge import WAN, charges, status, write_journal
 from primary_login import BENCH, WrkResult, run_wrk, seed
 
 from siteserver.faultproxy import FaultProxyProcess
+from siteserver.launch import wait_until
 
 
 def logins(primary_url: str, token: str, users: int, secs: float, pid: int) -> WrkResult:
@@ -103,8 +104,7 @@ def main() -> int:
             site.process.wait_listening(timeout=120)
             wait_bootstrapped(site, 300)
         proxy.set("refuse")
-        for site in sites:
-            wait_for(lambda s=site: status(s)["mode"] == "offline", 60, "offline")
+        wait_until(lambda: all(status(s)["mode"] == "offline" for s in sites), 60, "every site offline")
         expected: dict[str, int] = {}
         for site in sites:
             rows = charges(args.entries, list(world.users), rng)
@@ -120,7 +120,7 @@ def main() -> int:
 
         def watch() -> None:
             try:
-                wait_for(
+                wait_until(
                     lambda: all(status(s)["journal"]["pending"] == 0 for s in sites),  # type: ignore[index]
                     args.timeout,
                     "every site drained",

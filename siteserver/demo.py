@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,15 @@ import httpx
 
 from siteserver import sample
 from siteserver.faultproxy import FaultProxyProcess
-from siteserver.launch import RoleProcess, enroll_site, free_port, health_url, primary_config, site_config
+from siteserver.launch import (
+    RoleProcess,
+    enroll_site,
+    free_port,
+    health_url,
+    primary_config,
+    site_config,
+    wait_until,
+)
 
 #: The demo's branch: printers branch1-mono, branch1-color and branch1-direct at site branch-01, a
 #: Find-Me queue over the first two, a device at each of them and the branch's print server.
@@ -67,24 +75,6 @@ def hold_jobs(base: str, provider_token: str) -> None:
                 "duplex": False,
             }
             sample.ok(c.post("/api/provider/v1/jobs", json=job))
-
-
-def wait_for(what: str, probe: Callable[[], bool], timeout: float = 60) -> float:
-    """Poll `probe` until it holds; the seconds it took (a RuntimeError naming `what` on timeout)."""
-    started = time.monotonic()
-    while not probe():
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
-def wait_mirrored(site_url: str, admin_token: str) -> dict[str, Any]:
-    """The site's status once its mirror has bootstrapped (its sync cursor has moved)."""
-    admin = SiteAdmin(site_url, admin_token)
-    with admin.http:
-        wait_for("the site's mirror to bootstrap", lambda: bool(admin.status()["sync"]["cursor"]))
-        return admin.status()
 
 
 class Stopped(Exception):
@@ -177,9 +167,10 @@ class SiteAdmin:
 def run_demo(*, directory: str | None, port: int, check: bool) -> int:
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="siteserver-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as children, _stop_on_signals():
+    children = contextlib.ExitStack()
+    with _stop_on_signals():
         try:
-            agree = _tell(root, port, check, children)
+            return 0 if _tell(root, port, check, children) else 1
         except (KeyboardInterrupt, Stopped):
             print("\nstopping the demo's primary, fault proxy and site", flush=True)
             return 0
@@ -187,8 +178,7 @@ def run_demo(*, directory: str | None, port: int, check: bool) -> int:
             # a second signal must not cut the stopping short and leave a child behind
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(s, signal.SIG_IGN)
-        return 0 if agree else 1
-    return 1  # unreachable: the ExitStack does not swallow exceptions
+            children.close()
 
 
 def _tell(root: Path, port: int, check: bool, children: contextlib.ExitStack) -> bool:
@@ -208,9 +198,10 @@ def _tell(root: Path, port: int, check: bool, children: contextlib.ExitStack) ->
     primary = RoleProcess("primary", cfg, port, root / "primary.log").start()
     children.callback(primary.stop)
     primary.wait_listening()
-    wait_for(
-        "the primary to become active",
+    wait_until(
         lambda: httpx.get(health_url(primary.url, health_key), timeout=2).status_code == 200,
+        60,
+        "the primary to become active",
     )
     story.say(f"Head office: the primary application server is active at {primary.url}")
 
@@ -239,7 +230,8 @@ def _tell(root: Path, port: int, check: bool, children: contextlib.ExitStack) ->
     site.wait_listening()
     admin = SiteAdmin(site.url, site_token)
     children.callback(admin.http.close)
-    status = wait_mirrored(site.url, site_token)
+    wait_until(lambda: bool(admin.status()["sync"]["cursor"]), 60, "the site's mirror to bootstrap")
+    status = admin.status()
     story.say(
         f"Branch: site server {BRANCH.site_id} enrolled at {site.url}, mirroring head office over the "
         f"WAN (the fault proxy at {wan.url}); mode {status['mode']}"
@@ -261,7 +253,7 @@ def _tell(root: Path, port: int, check: bool, children: contextlib.ExitStack) ->
     )
 
     wan.set("blackhole")
-    took = wait_for("the site to take over", lambda: admin.status()["mode"] == "offline")
+    took = wait_until(lambda: admin.status()["mode"] == "offline", 60, "the site to take over")
     story.say(f"The WAN is cut (blackholed). The site noticed in {took:.1f} s and took over: mode offline")
 
     with (
@@ -282,9 +274,10 @@ def _tell(root: Path, port: int, check: bool, children: contextlib.ExitStack) ->
     story.say("Meanwhile head office deleted user carol: her offline copy must still be paid by someone")
 
     wan.set("pass")
-    took = wait_for(
-        "the journal to merge",
+    took = wait_until(
         lambda: (s := admin.status())["mode"] == "online" and s["journal"]["pending"] == 0,
+        60,
+        "the journal to merge",
     )
     story.say(f"The WAN is back. The site merged its journal and is online again {took:.1f} s later")
 

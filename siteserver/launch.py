@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +28,16 @@ def free_port(preferred: int | None = None) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> float:
+    """Poll `check()` until it holds; the seconds that took (TimeoutError naming `what` if never)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(poll)
+    raise TimeoutError(f"not within {timeout:g} s: {what}")
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:

@@ -18,33 +18,32 @@ def demo(*args: str) -> list[str]:
     return [sys.executable, "-m", "siteserver", "demo", *args]
 
 
-def children_of(pid: int) -> set[int]:
-    """Every live descendant of `pid` (from /proc), zombies excluded."""
-    parents: dict[int, int] = {}
+def processes() -> dict[int, tuple[int, str]]:
+    """Every live process (zombies excluded): its parent and its command line, from /proc."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
+        try:  # a process may end while it is read
             stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z":
-            parents[int(entry.name)] = int(fields[1])
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if state != "Z":
+            found[int(entry.name)] = (int(ppid), cmdline)
+    return found
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of `pid`."""
+    parents = {p: ppid for p, (ppid, _) in processes().items()}
     found: set[int] = set()
     frontier = {pid}
     while frontier:
         frontier = {p for p, pp in parents.items() if pp in frontier} - found
         found |= frontier
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_demo_check_tells_the_outage_story_and_the_books_agree(tmp_path: Path) -> None:
@@ -88,11 +87,7 @@ def test_demo_check_tells_the_outage_story_and_the_books_agree(tmp_path: Path) -
     # what holds tokens and keys is private to its owner
     for private in ("primary.toml", "site.toml", "site/site.key", "site/secrets"):
         assert (root / private).stat().st_mode & 0o077 == 0, private
-    left = [
-        c
-        for c in Path("/proc").glob("[0-9]*/cmdline")
-        if str(root) in c.read_bytes().decode(errors="replace")
-    ]
+    left = [pid for pid, (_, cmdline) in processes().items() if str(root) in cmdline]
     assert not left, "the demo left its primary or site running"
 
 
@@ -113,9 +108,9 @@ def test_a_stopped_demo_leaves_no_process_behind(tmp_path: Path, sig: signal.Sig
         proc.send_signal(sig)
         assert proc.wait(60) == 0, Path(log.name).read_text()
         deadline = time.monotonic() + 30
-        while any(alive(p) for p in started) and time.monotonic() < deadline:
+        while started & processes().keys() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [p for p in started if alive(p)], Path(log.name).read_text()
+        assert not started & processes().keys(), Path(log.name).read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -19,7 +19,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from siteserver import sample
-from siteserver.launch import RoleProcess, enroll_site, free_port, site_config
+from siteserver.launch import RoleProcess, enroll_site, free_port, site_config, wait_until
 from sync import signing, wire
 from sync.client import SyncClient, enroll
 from tests.kit.primary import Primary, new_site
@@ -220,13 +220,11 @@ def enrolled_site(primary: Primary, site_id: str = SITE, token: str | None = Non
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str = "") -> float:
-    """Poll until `check()`; returns the seconds it took."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    """Poll until `check()`; returns the seconds it took (a failed assertion if never)."""
+    try:
+        return wait_until(check, timeout, what)
+    except TimeoutError as e:
+        raise AssertionError(str(e)) from None
 
 
 def add_user(primary: Primary, branch: Branch, username: str, timeout: float = 5.0, **fields: Any) -> None:
