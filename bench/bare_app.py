@@ -50,9 +50,10 @@ async def usage(session_id: str, body: UsageIn) -> dict[str, object]:
 if __name__ == "__main__":
     import argparse
 
+    from siteserver.config import Http
     from siteserver.serving import serve
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
-    serve(app, host="127.0.0.1", port=args.port, access_log=False)
+    serve(app, host="127.0.0.1", port=args.port, access_log=False, http=Http())

@@ -269,3 +269,15 @@ CREATE TABLE ledger_conflicts (
 );
 """,
     )
+
+
+@migrations()
+def m005_ledger_use(conn: sqlite_utils.Database) -> None:
+    run_script(
+        conn,
+        """
+-- What a device's txn_id was first used for (user, named account, kind, amount, as one digest):
+-- a request reusing the id for anything else is refused. NULL for merged and older rows.
+ALTER TABLE ledger ADD COLUMN use TEXT;
+""",
+    )

@@ -367,3 +367,14 @@ CREATE TABLE report_entries (
 ) WITHOUT ROWID;
 """,
     )
+
+
+@migrations()
+def m006_journal_use(conn: sqlite_utils.Database) -> None:
+    run_script(
+        conn,
+        """
+-- What a txn_id was first used for (siteserver.domain.use_of), bound as on the primary.
+ALTER TABLE journal ADD COLUMN use TEXT;
+""",
+    )

@@ -61,6 +61,18 @@ class Journal(_Section):
     retention_days: int = Field(90, ge=1, le=36_500)
 
 
+class Http(_Section):
+    """What one client may hold of the server (docs/security.md): request bodies over their cap
+    get 413 before they are read, a request whose headers are not complete in time loses its
+    connection, and connections beyond the cap get 503."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=2**30)
+    #: a site's journal upload (up to 5,000 entries) has its own cap
+    max_journal_body_bytes: int = Field(16 * 1_048_576, ge=1024, le=2**31)
+    header_timeout_secs: float = Field(10.0, gt=0, le=600)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+
+
 def _listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -76,6 +88,7 @@ class RoleConfig(BaseSettings):
     admin_token: str | None = Field(None, min_length=16)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+    http: Http = Field(default_factory=Http)
 
     _check_listen = field_validator("listen")(lambda cls, v: _listen(v))
 

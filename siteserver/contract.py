@@ -29,10 +29,14 @@ Password = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]
 Pin = Annotated[str, Field(min_length=4, max_length=16, pattern=r"^[0-9]+$")]
 CardNumber = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Email = Annotated[str, Field(max_length=254, pattern=r"^[^\s@\x00]+@[^\s@\x00]+$")]
+# A UUID comes as a JSON string; strict mode would take only a UUID object, so it parses the string.
+Uuid = Annotated[uuid.UUID, Field(strict=False)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request: unknown fields refused, and no coercion (`"3"` is not 3, `"yes"` is not true)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorOut(BaseModel):
@@ -83,7 +87,7 @@ class UserOut(BaseModel):
 
 
 class AdjustmentIn(Strict):
-    txn_id: uuid.UUID
+    txn_id: Uuid
     amount_cents: Cents
     comment: Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")] = ""
 
@@ -292,7 +296,7 @@ class HeldJobsOut(BaseModel):
 
 
 class ReleaseIn(Strict):
-    job_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=100)]
+    job_ids: Annotated[list[Uuid], Field(min_length=1, max_length=100)]
     account: Name | None = None
 
 
@@ -310,7 +314,7 @@ class ReleaseOut(BaseModel):
 
 
 class UsageIn(Strict):
-    txn_id: uuid.UUID
+    txn_id: Uuid
     kind: Literal["copy", "scan", "fax"]
     pages: Pages
     color: bool
@@ -334,7 +338,7 @@ class LogoutOut(BaseModel):
 
 
 class JobIn(Strict):
-    job_id: uuid.UUID
+    job_id: Uuid
     username: Name
     queue: Name
     document_name: Text

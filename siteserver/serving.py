@@ -3,6 +3,7 @@ garbage collector tuned for a request server."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import signal
@@ -11,8 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from siteserver.config import RoleConfig
+from siteserver.config import Http, RoleConfig
 
 # A request allocates thousands of short-lived objects. With CPython's default thresholds the
 # collector runs every few requests and now and then walks the whole heap (FastAPI, pydantic and
@@ -50,8 +52,70 @@ class _Server(uvicorn.Server):
                 signal.signal(s, h)
 
 
+_OVER_CAPACITY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"retry-after: 1\r\n"
+)
+
+
+def guarded_protocol(http: Http) -> type[HttpToolsProtocol]:
+    """uvicorn's HTTP protocol with two limits it lacks: a request's headers must be complete
+    within `header_timeout_secs` of its first byte (or of the connection), else the connection
+    is closed (a slow client holds nothing for ever); and beyond `max_connections` open
+    connections a new one is answered 503 (JSON) and closed."""
+    body = b'{"error":"over_capacity","detail":"too many connections; try again shortly"}'
+    over = _OVER_CAPACITY + b"content-length: %d\r\n\r\n" % len(body) + body
+
+    class Guarded(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _over_capacity = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._over_capacity = len(self.connections) > http.max_connections
+            self._arm()
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(http.header_timeout_secs, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            if self._over_capacity:
+                self.transport.write(over)
+                self.transport.close()
+                return
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return Guarded
+
+
 def serve(
-    app: Any, *, host: str, port: int, access_log: bool, log_config: dict[str, Any] | None = None
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    access_log: bool,
+    http: Http,
+    log_config: dict[str, Any] | None = None,
 ) -> bool:
     """Serve until SIGTERM/SIGINT; False if the server could not start (port taken)."""
     server = _Server(
@@ -59,6 +123,7 @@ def serve(
             app,
             host=host,
             port=port,
+            http=guarded_protocol(http),
             log_config=log_config,
             access_log=access_log,
             timeout_graceful_shutdown=5,
@@ -77,7 +142,12 @@ def serve_role(
     when serving failed); the exit code: 0, or 1 when the server could not start (port taken)."""
     try:
         started = serve(
-            app, host=config.host, port=config.port, access_log=config.access_log, log_config=log_config
+            app,
+            host=config.host,
+            port=config.port,
+            access_log=config.access_log,
+            http=config.http,
+            log_config=log_config,
         )
     finally:
         stop()

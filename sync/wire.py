@@ -2,8 +2,8 @@
 
 The primary's routers declare their routes with these paths and models; the site's client builds
 its requests and parses the answers with the same ones: nothing of the protocol is declared twice.
-Requests are strict: unknown fields are refused (422), money is a JSON integer (10.0 and "10" are
-refused).
+Requests are strict: unknown fields are refused (422), no value is coerced (10.0 and "10" are not
+money, "true" is not a bool).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from siteserver.contract import ConflictOut
+from siteserver.contract import ConflictOut, Uuid
 from siteserver.domain.merge import MergeStatus
 from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS
@@ -50,7 +50,7 @@ Flag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- enrollment and heartbeat ----------------------------------------------------------------------
@@ -71,7 +71,7 @@ class EnrollOut(BaseModel):
 
 
 class HeartbeatIn(_Request):
-    mode: Mode
+    mode: Annotated[Mode, Field(strict=False)]  # a JSON string
     journal_backlog: Annotated[int, Field(ge=0, le=2**62)]
     version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
@@ -136,7 +136,7 @@ class ChangesOut(BaseModel):
 
 
 class JournalEntry(_Request):
-    txn_id: uuid.UUID
+    txn_id: Uuid
     account: AccountLabel
     amount_cents: Cents
     kind: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -183,7 +183,7 @@ class Receipt(BaseModel):
 
 
 class LookupIn(_Request):
-    txn_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=MAX_JOURNAL_ENTRIES)]
+    txn_ids: Annotated[list[Uuid], Field(min_length=1, max_length=MAX_JOURNAL_ENTRIES)]
 
 
 class LedgerRow(BaseModel):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siteserver.domain import Lockout, SecretHasher, new_token, same_secret, token_digest
+from siteserver.domain import Lockout, LoginGuard, SecretHasher, new_token, same_secret, token_digest
 from siteserver.domain.credentials import ARGON2_ITERATIONS, ARGON2_MEMORY_KIB
 from tests.kit.primary import FakeClock
 
@@ -156,34 +156,56 @@ def test_five_failures_lock_for_lock_secs() -> None:
     assert lo.retry_after(keys) is None  # exactly lock_secs later it is open again
 
 
-def test_lock_expires_and_count_starts_over() -> None:
+def test_the_window_slides_failures_older_than_it_are_forgotten() -> None:
     clock = FakeClock()
-    lo = _lockout(clock, lock_secs=30.0)
+    lo = _lockout(clock, window_secs=100.0)
     keys = ["user:bob"]
-    for _ in range(5):
-        lo.failure(keys)
-    assert lo.retry_after(keys) == pytest.approx(30.0)
-    clock.advance(31)
-    assert lo.retry_after(keys) is None
     for _ in range(4):
         lo.failure(keys)
+        clock.advance(30)  # failures at 0, 30, 60, 90
+    lo.failure(keys)  # at 120 the one at 0 has left the window: 30, 60, 90 and 120 are in it
     assert lo.retry_after(keys) is None
-    lo.failure(keys)
-    assert lo.retry_after(keys) == pytest.approx(30.0)
+    lo.failure(keys)  # five inside the window now
+    assert lo.retry_after(keys) == pytest.approx(60.0)
 
 
-def test_success_resets_the_count() -> None:
+def test_each_repeated_lock_doubles_up_to_the_cap() -> None:
+    clock = FakeClock()
+    lo = _lockout(clock, lock_secs=60.0, max_lock_secs=300.0)
+    keys = ["user:carol"]
+    waits = []
+    for _ in range(5):
+        for _ in range(5):
+            lo.failure(keys)
+        wait = lo.retry_after(keys)
+        assert wait is not None
+        waits.append(wait)
+        clock.advance(wait)
+    assert waits == pytest.approx([60.0, 120.0, 240.0, 300.0, 300.0])
+    # Quiet for max_lock_secs after the last lock ended: the next lock is short again.
+    clock.advance(300.0)
+    for _ in range(5):
+        lo.failure(keys)
+    assert lo.retry_after(keys) == pytest.approx(60.0)
+
+
+def test_forgive_clears_the_window_but_not_the_level() -> None:
     clock = FakeClock()
     lo = _lockout(clock)
     keys = ["user:carol"]
     for _ in range(4):
         lo.failure(keys)
-    lo.success(keys)
+    lo.forgive(keys)
     for _ in range(4):
         lo.failure(keys)
-    assert lo.retry_after(keys) is None  # 4 + 4 failures, but never 5 in a row
+    assert lo.retry_after(keys) is None  # 4 + 4 failures, forgiven in between
     lo.failure(keys)
-    assert lo.retry_after(keys) is not None
+    assert lo.retry_after(keys) == pytest.approx(60.0)
+    clock.advance(60)
+    lo.forgive(keys)
+    for _ in range(5):
+        lo.failure(keys)
+    assert lo.retry_after(keys) == pytest.approx(120.0)  # the back-off remembers
 
 
 def test_keys_are_independent() -> None:
@@ -194,18 +216,6 @@ def test_keys_are_independent() -> None:
     assert lo.retry_after(["user:dave"]) is not None
     assert lo.retry_after(["user:erin"]) is None
     assert lo.retry_after([]) is None
-
-
-def test_device_lock_affects_every_login_at_that_device() -> None:
-    clock = FakeClock()
-    lo = _lockout(clock)
-    # five different usernames fail at one device: no user is locked, the device is
-    for i in range(5):
-        lo.failure([f"user:guess{i}", "device:mfd-1"])
-    assert lo.retry_after(["user:guess0"]) is None
-    assert lo.retry_after(["device:mfd-1", "user:alice"]) == pytest.approx(60.0)
-    assert lo.retry_after(["user:alice", "device:mfd-1"]) == pytest.approx(60.0)
-    assert lo.retry_after(["device:mfd-2", "user:alice"]) is None
 
 
 def test_retry_after_reports_the_longest_remaining_lock() -> None:
@@ -221,6 +231,56 @@ def test_retry_after_reports_the_longest_remaining_lock() -> None:
     assert lo.retry_after(["user:frank", "device:mfd-9"]) == pytest.approx(60.0)
     clock.advance(55)
     assert lo.retry_after(["user:frank", "device:mfd-9"]) == pytest.approx(5.0)
+
+
+def _guard(clock: FakeClock) -> LoginGuard:
+    return LoginGuard(
+        devices=Lockout(max_failures=10, window_secs=60.0, clock=clock),
+        users=Lockout(clock=clock),
+    )
+
+
+def test_a_device_success_does_not_refill_its_budget() -> None:
+    clock = FakeClock()
+    guard = _guard(clock)
+    # 4 wrong cards, the device's own good card, 4 more, ...: the tenth failure locks the device
+    for attempt in range(1, 10):
+        guard.failure("device:mfd-1")
+        if attempt % 4 == 0:
+            guard.success([])  # a card login: no secret, nothing to forgive
+        assert guard.retry_after("device:mfd-1") is None
+    guard.failure("device:mfd-1")
+    assert guard.retry_after("device:mfd-1") == pytest.approx(60.0)
+    assert guard.retry_after("device:mfd-2") is None
+
+
+def test_a_users_lock_holds_at_every_device_and_leaves_others_open() -> None:
+    clock = FakeClock()
+    guard = _guard(clock)
+    for i in range(5):
+        guard.failure(f"device:mfd-{i}", ["username:gina", "user:gina"])
+    assert guard.retry_after("device:mfd-9", ["id_number:x", "user:gina"]) == pytest.approx(60.0)
+    assert guard.retry_after("device:mfd-9", []) is None  # a card login for gina still works
+    assert guard.retry_after("device:mfd-0", ["username:hal", "user:hal"]) is None
+
+
+@given(st.lists(st.sampled_from(["fail", "ok", "tick"]), max_size=60))
+def test_no_sequence_gets_more_than_the_budget_of_guesses_in_a_window(steps: list[str]) -> None:
+    """Whatever a device interleaves (failures, its own good logins, time passing), it never has
+    more than 10 failures counted as open within any 60 s."""
+    clock = FakeClock()
+    guard = _guard(clock)
+    open_failures: list[float] = []
+    for step in steps:
+        if step == "tick":
+            clock.advance(7.0)
+        elif step == "ok":
+            guard.success([])
+        elif guard.retry_after("device:d") is None:
+            guard.failure("device:d")
+            open_failures.append(clock())
+            recent = [t for t in open_failures if t > clock() - 60.0]
+            assert len(recent) <= 10
 
 
 def test_failures_from_many_threads_are_counted() -> None:

@@ -248,6 +248,75 @@ def test_five_failures_lock_the_user_out(primary: Primary, world: sample.World) 
         assert login(mfd2, card_number="CARD-ERIN")["username"] == "erin"
 
 
+def test_a_device_cannot_reset_its_budget_with_its_own_good_card(
+    primary: Primary, world: sample.World
+) -> None:
+    with primary.admin() as admin:
+        add_user(admin, "owen", card_numbers=["CARD-OWEN"])
+        for i in range(5):
+            add_user(admin, f"planted{i}", card_numbers=[f"CARD-{9000 + i}"])
+    with primary.client(world.mono_device) as mfd1, primary.client(world.color_device) as mfd2:
+        statuses = []
+        for guess in range(8000, 8040):  # wrong card numbers, the device's own card every 4 misses
+            statuses.append(
+                mfd1.post("/api/device/v1/login", json={"card_number": f"CARD-{guess}"}).status_code
+            )
+            if guess % 4 == 3:
+                statuses.append(
+                    mfd1.post("/api/device/v1/login", json={"card_number": "CARD-OWEN"}).status_code
+                )
+        assert statuses.count(401) == 10  # the device's budget, and not a guess more
+        assert 429 in statuses and statuses[-1] == 429
+        r = mfd1.post("/api/device/v1/login", json={"card_number": "CARD-9000"})
+        expect_error(r, 429, "locked_out")
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        # Another device is not locked by it.
+        assert login(mfd2, card_number="CARD-OWEN")["username"] == "owen"
+
+
+def test_a_pin_sprayed_over_many_usernames_stops_at_the_device_budget(
+    primary: Primary, world: sample.World
+) -> None:
+    with primary.admin() as admin:
+        for i in range(30):
+            # the sprayed PIN opens every fourth account: each hit used to refill the budget
+            add_user(admin, f"spray{i:02}", pin="1234" if i % 4 == 3 else "9876")
+    statuses = []
+    with primary.client(world.mono_device) as mfd1:
+        for i in range(30):
+            r = mfd1.post("/api/device/v1/login", json={"username": f"spray{i:02}", "pin": "1234"})
+            statuses.append(r.status_code)
+    opened = [i for i, status in enumerate(statuses) if status == 200]
+    assert statuses.count(401) == 10
+    assert opened == [3, 7, 11]  # then the tenth miss locks the device for the rest of the spray
+    assert set(statuses[13:]) == {429}
+
+
+def test_one_pin_budget_per_user_across_every_path(primary: Primary, world: sample.World) -> None:
+    with primary.admin() as admin:
+        add_user(
+            admin, "ivy", password="pw-of-ivy", pin="2468", id_number="ID-IVY", card_numbers=["CARD-IVY"]
+        )
+    with primary.client(world.mono_device) as mfd1, primary.client(world.color_device) as mfd2:
+        # 2 by username and PIN, 2 by ID number and PIN, 1 by password: five on one user
+        for creds in (
+            {"username": "ivy", "pin": "0000"},
+            {"username": "ivy", "pin": "1111"},
+            {"id_number": "ID-IVY", "pin": "2222"},
+            {"id_number": "ID-IVY", "pin": "3333"},
+            {"username": "ivy", "password": "guess"},
+        ):
+            expect_error(mfd1.post("/api/device/v1/login", json=creds), 401)
+        for creds in (
+            {"username": "ivy", "pin": "2468"},
+            {"id_number": "ID-IVY", "pin": "2468"},
+            {"username": "ivy", "password": "pw-of-ivy"},
+        ):
+            expect_error(mfd2.post("/api/device/v1/login", json=creds), 429, "locked_out")
+        # Her card guesses no secret: she can still print while her PIN is being guessed at.
+        assert login(mfd2, card_number="CARD-IVY")["username"] == "ivy"
+
+
 def test_held_jobs_and_release(primary: Primary, world: sample.World) -> None:
     with (
         primary.admin() as admin,

@@ -7,11 +7,17 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
 
+from siteserver.config import Http
+from sync import wire
+
 from . import errors
 from .deps import Services
+from .limits import BodyLimit
 
 
-def build_app(*, title: str, description: str, routers: Sequence[APIRouter], services: Services) -> FastAPI:
+def build_app(
+    *, title: str, description: str, routers: Sequence[APIRouter], services: Services, http: Http
+) -> FastAPI:
     """Routers are included in the order given: put the hot path (device routes) first, route
     matching walks the list in order."""
     app = FastAPI(title=title, version="1", description=description)
@@ -19,4 +25,6 @@ def build_app(*, title: str, description: str, routers: Sequence[APIRouter], ser
     errors.install(app)
     for router in routers:
         app.include_router(router)
+    journal = {wire.PREFIX + wire.MERGE_PATH: http.max_journal_body_bytes}
+    app.add_middleware(BodyLimit, max_bytes=http.max_body_bytes, own_caps=journal)
     return app

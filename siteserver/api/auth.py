@@ -107,7 +107,7 @@ async def require_enrollment_token(request: Request) -> None:
         raise invalid_enrollment()
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise invalid_enrollment() from None
     site_id = data.get("site_id") if isinstance(data, dict) else None
     token = data.get("enrollment_token") if isinstance(data, dict) else None

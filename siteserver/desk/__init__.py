@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from siteserver.domain import Lockout, SecretHasher, SessionRegistry
+from siteserver.domain import LoginGuard, SecretHasher, SessionRegistry
 from siteserver.store import Database
 
 from .charging import Charging
@@ -40,7 +40,7 @@ class FrontDesk:
         releases = ReleaseSignal()
         return cls(
             Machines(db),
-            DeviceDesk(db, hasher, Lockout(), sessions, hashing, charging, releases),
+            DeviceDesk(db, hasher, LoginGuard(), sessions, hashing, charging, releases),
             ProviderDesk(db, charging, releases),
         )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from siteserver.domain import Enforcement, JobStatus
+from siteserver.domain import Enforcement, JobStatus, use_of
 from siteserver.domain.merge import MergeVerdict
 from siteserver.domain.modes import Mode
 from siteserver.store import accounts as accounts_store
@@ -36,6 +36,11 @@ class ChargeAsk:
     ref: str | None = None
     printer: str | None = None  # where it was printed, copied, scanned or faxed
     pages: int | None = None  # pages charged (copies included)
+
+    @property
+    def use(self) -> str:
+        """What this txn_id is used for (siteserver.domain.use_of): a retry must repeat it."""
+        return use_of(self.username, self.account, self.kind, self.cost_cents)
 
 
 def refused(ask: ChargeAsk, reason: str | None) -> ledger.Outcome:
@@ -94,6 +99,7 @@ class LedgerCharging(Charging):
             ask.enforcement,
             ask.occurred_at,
             ref=ask.ref,
+            use=ask.use,
         )
         (out,) = ledger.apply(conn, [entry], epoch=self.epoch_of(), applied_at=entry.occurred_at)
         return out, account_id

@@ -19,7 +19,7 @@ from siteserver.domain import (
     Forbidden,
     JobStatus,
     LockedOut,
-    Lockout,
+    LoginGuard,
     SecretHasher,
     SessionRegistry,
     Unauthorized,
@@ -81,7 +81,7 @@ def _result(job_id: str, status: str, reason: str | None, cost: int, balance: in
 class DeviceDesk:
     db: Database
     hasher: SecretHasher
-    lockout: Lockout
+    guard: LoginGuard
     sessions: SessionRegistry
     hashing: ThreadPoolExecutor
     charging: Charging
@@ -98,12 +98,8 @@ class DeviceDesk:
     # -- login -----------------------------------------------------------------------------------
 
     async def login(self, device: MachineCredential, body: contract.LoginIn) -> dict[str, Any]:
-        user_key = f"user:{body.username}" if body.username is not None else None
-        if body.id_number is not None and body.pin is not None:
-            # {id_number, pin} guesses a user's PIN too: lock it per ID number, known or not.
-            user_key = f"id_number:{self.hasher.card_hash(body.id_number)}"
-        keys = [f"device:{device.ident}"] + ([user_key] if user_key else [])
-        wait = self.lockout.retry_after(keys)
+        device_key = f"device:{device.ident}"
+        wait = self.guard.retry_after(device_key)
         if wait is not None:
             raise LockedOut("too many failed logins; try again later", retry_after_secs=wait)
 
@@ -130,8 +126,16 @@ class DeviceDesk:
         # No transaction around it: the balance is one statement on both roles (a site's effective
         # balance included), so it is consistent by itself.
         user, shared, balance = await self.db.read(lookup, snapshot=False)
-        ok = user is not None and not user.disabled
         secret = body.password if body.password is not None else body.pin
+        # A secret login guesses at a user: one budget for the user, whichever path names them,
+        # and one for what was typed, so an unknown name locks exactly like a known one.
+        user_keys = [f"{by}:{value}"] + ([f"user:{user.username}"] if user is not None else [])
+        if secret is None:
+            user_keys = []
+        wait = self.guard.retry_after(device_key, user_keys)
+        if wait is not None:
+            raise LockedOut("too many failed logins; try again later", retry_after_secs=wait)
+        ok = user is not None and not user.disabled
         if secret is not None:
             # Same Argon2 work for an unknown user, a disabled one and a wrong secret.
             stored = (
@@ -139,9 +143,9 @@ class DeviceDesk:
             )
             ok = await self._verify(secret, stored) and ok
         if not ok or user is None:
-            self.lockout.failure(keys)
+            self.guard.failure(device_key, user_keys)
             raise Unauthorized("unknown user or wrong credentials")
-        self.lockout.success([*keys, f"user:{user.username}"])
+        self.guard.success(user_keys)
         session = self.sessions.open(user.username, device.ident)
         return {
             "session_id": session.session_id,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import sqlite_utils
 
 from siteserver.config import Offline
-from siteserver.domain import AccountState, JobStatus
+from siteserver.domain import AccountState, JobStatus, same_use
 from siteserver.domain import offline as offline_rules
 from siteserver.domain.merge import MergeVerdict
 from siteserver.domain.modes import Mode
@@ -85,7 +85,7 @@ class JournalCharging(Charging):
         if prior is None or prior.status == "rejected":
             return None
         prior_id = accounts_store.account_by_label(conn, prior.account)
-        if prior.amount_cents == -ask.cost_cents and prior_id is not None:
+        if prior.amount_cents == -ask.cost_cents and same_use(prior.use, ask.use) and prior_id is not None:
             balance = journal_store.effective_balance(conn, prior_id)
             return ledger.Outcome(ask.txn_id, "duplicate", prior.amount_cents, balance), prior_id
         return ledger.Outcome(ask.txn_id, "conflict", -ask.cost_cents, reason=ledger.REUSED_TXN_ID), None
@@ -158,6 +158,7 @@ class JournalCharging(Charging):
             printer=ask.printer,
             pages=ask.pages,
             sent=self.merges_now(),
+            use=ask.use,
         )
         return ledger.Outcome(ask.txn_id, "applied", -ask.cost_cents, balance - ask.cost_cents), account_id
 

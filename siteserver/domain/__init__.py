@@ -3,7 +3,7 @@
 Nothing here knows about HTTP or SQL, so the rules are tested without a server.
 """
 
-from .credentials import Lockout, SecretHasher, new_token, same_secret, token_digest
+from .credentials import Lockout, LoginGuard, SecretHasher, new_token, same_secret, token_digest
 from .errors import (
     Conflict,
     DomainError,
@@ -18,7 +18,7 @@ from .errors import (
     found,
 )
 from .jobs import JobStatus, QueueTarget, is_expired, releasable_at, resolve_queue
-from .ledger import AccountState, Authorization, Enforcement, authorize
+from .ledger import AccountState, Authorization, Enforcement, authorize, same_use, use_of
 from .money import MAX_AMOUNT_CENTS, format_cents, percent_of
 from .policies import DEFAULT_POLICIES, OfflinePolicies
 from .pricing import CostModel, PrinterModel, Quote, quote_print, quote_usage
@@ -38,6 +38,7 @@ __all__ = [
     "JobStatus",
     "LockedOut",
     "Lockout",
+    "LoginGuard",
     "NotActive",
     "NotFound",
     "OfflinePolicies",
@@ -61,5 +62,7 @@ __all__ = [
     "releasable_at",
     "resolve_queue",
     "same_secret",
+    "same_use",
     "token_digest",
+    "use_of",
 ]

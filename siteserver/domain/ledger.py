@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,3 +47,16 @@ def authorize(account: AccountState, amount_cents: int, enforcement: Enforcement
     if spendable is None or spendable + amount_cents >= 0:
         return Authorization(True)
     return Authorization(False, "insufficient balance")
+
+
+def use_of(username: str, account: str | None, kind: str, amount_cents: int) -> str:
+    """What a txn_id was first used for, as one value: who, the account they named (None: their
+    own), the kind and the amount. Stored beside the charge on both roles."""
+    return hashlib.sha256(json.dumps([username, account, kind, amount_cents]).encode()).hexdigest()
+
+
+def same_use(first: str | None, again: str) -> bool:
+    """Whether a request repeats the charge its txn_id was first used for (a retry, answered
+    with the first answer) rather than reusing the id for another (409, on both roles). A first
+    use of None was recorded before uses were kept: its account and amount are all there is."""
+    return first is None or first == again

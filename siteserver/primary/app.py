@@ -147,6 +147,7 @@ class PrimaryServer:
             description="The primary application server: administration, device and print provider "
             "APIs, health for the load balancer, and the sync API for site servers. See CONTRACT.md.",
             routers=(device.router, provider.router, health.router, primary_admin.router, sync.router),
+            http=self.config.http,
             services=Services(
                 admin_token=self.admin_token,
                 desk=self.desk,

@@ -224,6 +224,7 @@ class SiteServer:
             description="A branch site server: the device and print provider APIs served from its own "
             "store, its health URL and site administration. See CONTRACT.md.",
             routers=(device.router, provider.router, site_admin.health_router, site_admin.router),
+            http=self.config.http,
             services=Services(admin_token=self.admin_token, desk=self.desk, site_admin=self.admin),
         )
 

@@ -63,6 +63,7 @@ class JournalRow:
     last_attempt_at: str | None = None
     printer: str | None = None
     pages: int | None = None
+    use: str | None = None  # what its txn_id was first used for (siteserver.domain.use_of)
 
     @property
     def primary_status(self) -> MergeStatus | None:
@@ -77,7 +78,7 @@ class JournalRow:
 _COLS = (
     "txn_id, seq, account, amount_cents, kind, enforcement, occurred_at, flags, ref, status,"
     " primary_seq, primary_balance_cents, reason, sent, conflict_kind, conflict_action,"
-    " primary_account, primary_amount_cents, last_attempt_at, printer, pages"
+    " primary_account, primary_amount_cents, last_attempt_at, printer, pages, use"
 )
 
 
@@ -103,6 +104,7 @@ def _row(r: Sequence[Any]) -> JournalRow:
         last_attempt_at=r[18],
         printer=r[19],
         pages=r[20],
+        use=r[21],
     )
 
 
@@ -236,6 +238,7 @@ def append(
     printer: str | None = None,
     pages: int | None = None,
     sent: bool = False,
+    use: str | None = None,
 ) -> None:
     """A new pending entry (or a rejected one tried again: the primary keeps no trace of a
     rejection, so the same txn_id may be sent again, e.g. a held job released once more).
@@ -244,11 +247,12 @@ def append(
     seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
     conn.execute(
         "INSERT INTO journal (txn_id, seq, account, amount_cents, kind, enforcement, occurred_at,"
-        " flags, ref, printer, pages, status, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,'pending',?)"
+        " flags, ref, printer, pages, status, sent, use) VALUES (?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)"
         " ON CONFLICT(txn_id) DO UPDATE SET seq = excluded.seq, account = excluded.account,"
         " amount_cents = excluded.amount_cents, kind = excluded.kind,"
         " enforcement = excluded.enforcement, occurred_at = excluded.occurred_at,"
         " flags = excluded.flags, ref = excluded.ref, printer = excluded.printer, pages = excluded.pages,"
+        " use = excluded.use,"
         f" status = 'pending', {_UNANSWERED},"
         " sent = MAX(journal.sent, excluded.sent)"
         " WHERE journal.status = 'rejected'",
@@ -265,6 +269,7 @@ def append(
             printer,
             pages,
             int(sent),
+            use,
         ],
     )
 

@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from siteserver.domain import AccountState, Conflict, Enforcement, authorize
+from siteserver.domain import AccountState, Conflict, Enforcement, authorize, same_use
 from siteserver.domain.merge import MergeConflict, over_limit
 
 ApplyStatus = Literal["applied", "duplicate", "denied", "conflict"]
 #: why an entry whose txn_id was applied with another account or amount is refused
-REUSED_TXN_ID = "txn_id already used for a different account or amount"
+REUSED_TXN_ID = "txn_id already used for a different charge (user, account, kind or amount)"
 _CHUNK = 500
 
 
@@ -37,6 +37,8 @@ class Entry:
     #: a merged charge not booked as the site made it: what was done, and the account it named
     conflict: MergeConflict | None = None
     requested_account: str | None = None
+    #: what a device's txn_id was used for (siteserver.domain.use_of); None for a merged entry
+    use: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ class Outcome:
     def raise_if_conflict(self) -> None:
         """A txn_id reused for another account or amount is the caller's error (409)."""
         if self.status == "conflict":
-            raise Conflict(f"txn_id {self.txn_id} was already used for a different account or amount")
+            raise Conflict(f"txn_id {self.txn_id} was already used for a different charge")
 
 
 @dataclass(slots=True)
@@ -84,16 +86,17 @@ def apply(
     """
     if not entries:
         return []
-    seen: dict[str, tuple[int, int, int, int]] = {}  # txn_id -> account, amount, balance, seq
+    # txn_id -> account, amount, balance, seq, use
+    seen: dict[str, tuple[int, int, int, int, str | None]] = {}
     ids = [e.txn_id for e in entries]
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
-        for txn_id, acc, amount, bal, seq in conn.execute(
-            f"SELECT txn_id, account_id, amount_cents, balance_after_cents, seq FROM ledger "
+        for txn_id, acc, amount, bal, seq, use in conn.execute(
+            f"SELECT txn_id, account_id, amount_cents, balance_after_cents, seq, use FROM ledger "
             f"WHERE txn_id IN ({marks})",
             list(chunk),
         ):
-            seen[txn_id] = (acc, amount, bal, seq)
+            seen[txn_id] = (acc, amount, bal, seq, use)
     accounts: dict[int, _Account] = {}
     label_of: dict[int, str] = {}
     acc_ids = sorted({e.account_id for e in entries})
@@ -116,8 +119,8 @@ def apply(
     for e in entries:
         prior = seen.get(e.txn_id)
         if prior is not None:
-            acc, amount, bal, seq = prior
-            if acc == e.account_id and amount == e.amount_cents:
+            acc, amount, bal, seq, use = prior
+            if acc == e.account_id and amount == e.amount_cents and (e.use is None or same_use(use, e.use)):
                 out.append(Outcome(e.txn_id, "duplicate", amount, bal, seq))
             else:
                 out.append(
@@ -151,7 +154,7 @@ def apply(
         seq = next_seq
         next_seq += 1
         a.last_seq = seq
-        seen[e.txn_id] = (e.account_id, e.amount_cents, a.balance, seq)
+        seen[e.txn_id] = (e.account_id, e.amount_cents, a.balance, seq, e.use)
         rows.append(
             (
                 seq,
@@ -167,14 +170,15 @@ def apply(
                 e.ref,
                 e.comment,
                 epoch,
+                e.use,
             )
         )
         out.append(Outcome(e.txn_id, "applied", e.amount_cents, a.balance, seq, conflict=conflict))
     if rows:
         conn.conn.executemany(
             "INSERT INTO ledger (seq, txn_id, account_id, amount_cents, balance_after_cents, kind,"
-            " origin_site, occurred_at, applied_at, flags, ref, comment, epoch)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " origin_site, occurred_at, applied_at, flags, ref, comment, epoch, use)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
         conn.conn.executemany(
