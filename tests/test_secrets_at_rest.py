@@ -266,3 +266,48 @@ def test_log_lines_are_scrubbed_whatever_the_arguments() -> None:
     assert "still here: 100% of lines scrubbed" in out, out
     for secret in (HEALTH_KEY, ADMIN_TOKEN, dev):
         assert secret not in out, out
+
+
+def _at_rest(paths: list[Path]) -> dict[str, str]:
+    return {p.name: f"{_mode(p):o}" for p in paths if p.exists()}
+
+
+def test_databases_and_data_directories_are_private_and_kept_so(tmp_path: Path) -> None:
+    """primary.db, site.db and their WAL and SHM are 0600 and the data directories 0700, with a
+    permissive umask, on first start and again after someone loosened them."""
+    import os
+
+    from tests.kit.site import start_branch
+
+    old_umask = os.umask(0o022)  # the children inherit it: what a default shell gives
+    try:
+        primary = start_primary(tmp_path / "p")
+        branch = start_branch(primary, tmp_path / "s")
+        try:
+            with primary.admin() as c:  # a write, so both WALs exist
+                assert c.post("/api/admin/v1/users", json={"username": "zoe"}).status_code == 201
+            db = primary.database
+            files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+            site_db = branch.data_dir / "site.db"
+            files += [site_db, site_db.with_name("site.db-wal"), site_db.with_name("site.db-shm")]
+            assert _at_rest(files) == {p.name: "600" for p in files}
+            dirs = [primary.data_dir, db.parent, branch.data_dir]
+            assert {f"{_mode(d):o}" for d in dirs} == {"700"}
+            # Loosened by hand (a restore, a careless chmod): the next start closes them again.
+            for p in [*files, *dirs]:
+                os.chmod(p, 0o755 if p.is_dir() else 0o644)
+            branch.process.stop()
+            branch.start()
+            assert _at_rest(files[3:]) == {p.name: "600" for p in files[3:]}
+            assert f"{_mode(branch.data_dir):o}" == "700"
+        finally:
+            branch.process.stop()
+            primary.process.stop()
+        restarted = start_primary(tmp_path / "p", database=primary.database, admin_token=primary.admin_token)
+        try:
+            assert _at_rest(files[:3]) == {p.name: "600" for p in files[:3]}
+            assert f"{_mode(primary.data_dir):o}" == "700"
+        finally:
+            restarted.process.stop()
+    finally:
+        os.umask(old_umask)

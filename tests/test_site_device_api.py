@@ -466,3 +466,48 @@ def test_a_lost_answer_is_never_counted_twice(primary: Primary, branch: Branch) 
     assert (460, "pending") not in seen, "the charge was in the mirrored balance and pending at once"
     assert login(branch, branch.mono_device, card_number="CARD-fay").json()["balance_cents"] == 460
     assert balance_at_primary(primary, "fay") == 460
+
+
+def test_a_site_serves_only_its_own_devices_and_providers(primary: Primary, branch: Branch) -> None:
+    """Every site mirrors every device, but a head-office MFD's token is refused at the branch
+    (403, saying why), and a provider serving printers of both is served there for the branch's
+    printers only."""
+    from siteserver import sample
+
+    with primary.admin() as c:
+        head_office = sample.build(c, sample.Names())  # site s1, its devices and provider
+        mixed = c.post(
+            "/api/admin/v1/providers", json={"provider_id": "ps-both", "printers": ["mono-1", MONO]}
+        )
+        assert mixed.status_code == 201, mixed.text
+        mixed_token = mixed.json()["token"]
+    add_user(primary, branch, "hugo", card_numbers=["CARD-hugo"], balance_cents=500)
+    eventually(
+        lambda: bool(branch.query("SELECT 1 FROM providers WHERE provider_id = 'ps-both'")),
+        MIRROR_SECS,
+        "the head office's devices and the mixed provider mirrored",
+    )
+    for token in (head_office.mono_device, head_office.provider):
+        with branch.client(token) as c:
+            r = c.post("/api/device/v1/login", json={"card_number": "CARD-hugo"})
+            error = expect_error(r, 403, "forbidden")
+            assert "branch-01" in error["detail"] and "own site" in error["detail"]
+    # At the primary the head-office device works as ever.
+    with primary.client(head_office.mono_device) as c:
+        assert c.post("/api/device/v1/login", json={"card_number": "CARD-hugo"}).status_code == 200
+    # The mixed provider submits to the branch's printer at the branch, not to the head office's.
+    job = {
+        "username": "hugo",
+        "document_name": "a.pdf",
+        "pages": 1,
+        "copies": 1,
+        "color": False,
+        "duplex": False,
+    }
+    with branch.client(mixed_token) as c:
+        r = c.post("/api/provider/v1/jobs", json={**job, "job_id": str(uuid.uuid4()), "queue": MONO})
+        assert r.status_code == 200, r.text
+        r = c.post("/api/provider/v1/jobs", json={**job, "job_id": str(uuid.uuid4()), "queue": "mono-1"})
+        assert r.status_code in (403, 404), r.text
+    # The branch's own device is served.
+    assert login(branch, branch.mono_device, card_number="CARD-hugo").status_code == 200

@@ -36,10 +36,12 @@ class FrontDesk:
         sessions: SessionRegistry,
         hashing: ThreadPoolExecutor,
         charging: Charging,
+        site_id: str | None = None,
     ) -> FrontDesk:
+        """`site_id`: a site's front desk serves only its own printers' devices and providers."""
         releases = ReleaseSignal()
         return cls(
-            Machines(db),
+            Machines(db, site_id),
             DeviceDesk(db, hasher, LoginGuard(), sessions, hashing, charging, releases),
             ProviderDesk(db, charging, releases),
         )

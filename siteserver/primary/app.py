@@ -25,6 +25,7 @@ from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
 from siteserver.serving import serve_role
 from siteserver.store import Database, feed
+from siteserver.store.db import private_dir
 from sync.service import SyncService
 
 from .guard import DuplicateServer, Guard, load_server_uuid
@@ -66,7 +67,7 @@ class PrimaryServer:
     def __init__(self, config: PrimaryConfig) -> None:
         self.config = config
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         self.admin_token = load_or_create_token(data_dir / "admin.token", config.admin_token)
         self.health_key = load_or_create_token(data_dir / "health.key", config.health_key)
         self.server_uuid = load_server_uuid(data_dir)

@@ -25,6 +25,7 @@ import sqlite_utils
 from siteserver.config import HighAvailabilityGuard
 from siteserver.domain import NotActive
 from siteserver.store import Database, lease
+from siteserver.store.db import private_dir
 from siteserver.timeutil import now_iso
 
 log = logging.getLogger("siteserver.ha")
@@ -43,7 +44,7 @@ class DuplicateServer(RuntimeError):
 
 def load_server_uuid(data_dir: Path) -> str:
     """This member's identity, made on first start (delete the file on a cloned VM)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     path = data_dir / "server.uuid"
     try:
         return str(uuid.UUID(path.read_text().strip()))

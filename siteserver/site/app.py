@@ -126,6 +126,7 @@ class SiteServer:
             sessions=SessionRegistry(),
             hashing=self.hashing,
             charging=charging,
+            site_id=config.site_id,
         )
         self.admin = SiteAdmin(
             self.db, config.site_id, self.endpoints, self.mirror, self.merger, config.offline

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from siteserver.config import SiteConfig
+from siteserver.store.db import private_dir
 from siteserver.timeutil import now_iso
 from sync import signing, wire
 from sync.client import enroll as enroll_request
@@ -60,7 +61,7 @@ class Identity:
 
     def load_or_create_key(self) -> Ed25519PrivateKey:
         """The site's key pair, made on first use (0600, created exclusively)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         if not self.key_path.exists():
             # Another process may have made it first: then use theirs.
             with contextlib.suppress(FileExistsError):

@@ -258,6 +258,7 @@ class MachineCredential:
     ident: str
     printers: tuple[str, ...]
     site_ids: tuple[str, ...]
+    printer_sites: tuple[str, ...] = ()  # the site of each of `printers`
 
     @property
     def printer(self) -> str:
@@ -300,7 +301,7 @@ def credential_by_token(conn: sqlite_utils.Database, token_hash: str) -> Machine
         [token_hash],
     ).fetchone()
     if row is not None:
-        return MachineCredential("device", row[0], (row[1],), (row[2],))
+        return MachineCredential("device", row[0], (row[1],), (row[2],), (row[2],))
     row = conn.execute("SELECT provider_id FROM providers WHERE token_hash = ?", [token_hash]).fetchone()
     if row is None:
         return None
@@ -310,7 +311,11 @@ def credential_by_token(conn: sqlite_utils.Database, token_hash: str) -> Machine
         [row[0]],
     ).fetchall()
     return MachineCredential(
-        "provider", row[0], tuple(p for p, _ in pairs), tuple(dict.fromkeys(s for _, s in pairs))
+        "provider",
+        row[0],
+        tuple(p for p, _ in pairs),
+        tuple(dict.fromkeys(s for _, s in pairs)),
+        tuple(s for _, s in pairs),
     )
 
 

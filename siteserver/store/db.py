@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -97,6 +98,23 @@ class _Job:
     fenced: bool
 
 
+def private_dir(path: Path) -> None:
+    """A data directory only its owner may list or enter (0700), whatever the umask, kept so at
+    every start: it holds the database, the keys and the pepper."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def _private_database(path: Path) -> None:
+    """The database, its WAL and its SHM readable by their owner only (0600): they hold every
+    user's hashes and balances. SQLite makes the WAL and SHM with the database file's mode."""
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(p, 0o600)
+
+
 class Database:
     """Owns every connection to one SQLite file for this process."""
 
@@ -116,8 +134,9 @@ class Database:
 
         `BEGIN IMMEDIATE` around the whole migration set serialises two servers starting at once.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_database(self.path)
         self._writer_conn = connect(self.path)
+        _private_database(self.path)  # the WAL and SHM that connecting made
         if migrations is not None:
             conn = self._writer_conn
             conn.execute("BEGIN IMMEDIATE")
