@@ -18,7 +18,7 @@ from siteserver.domain.merge import MergeConflict, over_limit
 
 ApplyStatus = Literal["applied", "duplicate", "denied", "conflict"]
 #: why an entry whose txn_id was applied with another account or amount is refused
-REUSED_TXN_ID = "txn_id already used for a different charge (user, account, kind or amount)"
+REUSED_TXN_ID = "txn_id already used for a different account or amount"
 _CHUNK = 500
 
 
@@ -55,7 +55,9 @@ class Outcome:
     def raise_if_conflict(self) -> None:
         """A txn_id reused for another account or amount is the caller's error (409)."""
         if self.status == "conflict":
-            raise Conflict(f"txn_id {self.txn_id} was already used for a different charge")
+            raise Conflict(
+                f"txn_id {self.txn_id} was already used for a different user, account, kind or amount"
+            )
 
 
 @dataclass(slots=True)
