@@ -1,0 +1,130 @@
+"""The shipped HAProxy configuration (deploy/haproxy/haproxy.cfg) in front of the real pair: real
+HAProxy on loopback with only the addresses and the health key filled in, two primaries on one
+database with the guard on, and a site whose `primary` is the balancer's address. The active
+member is SIGKILLed; the site rides the gap offline and comes back through HAProxy to the new
+active member, its journal merged exactly once."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from siteserver.launch import free_port, wait_until
+from tests.kit.primary import Pair, Primary
+from tests.kit.site import Branch, add_user, login, start_branch
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(shutil.which("haproxy") is None, reason="Debian's haproxy is not installed"),
+]
+
+SHIPPED = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
+
+
+def balancer_config(members: list[Primary], port: int, health_key: str) -> str:
+    """The shipped file with its example addresses and key replaced, nothing else changed."""
+    text = SHIPPED.read_text()
+    text, binds = re.subn(r"(?m)^(\s*bind\s+)\S+", rf"\g<1>127.0.0.1:{port}", text)
+    servers = iter(m.url.removeprefix("http://") for m in members)
+    text, n = re.subn(r"(?m)^(\s*server\s+\S+\s+)\S+", lambda m: m.group(1) + next(servers), text)
+    assert binds == 1 and n == len(members), "the shipped file has one bind and a server per member"
+    assert "HEALTH_KEY" in text
+    return text.replace("HEALTH_KEY", health_key)
+
+
+@pytest.fixture
+def balanced(tmp_path: Path) -> Iterator[tuple[Pair, Primary, Primary, str]]:
+    pair = Pair(tmp_path)
+    proc: subprocess.Popen[bytes] | None = None
+    log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - the child's output, closed below
+    try:
+        a = pair.start("a", wait_active=True)
+        b = pair.start("b")
+        port = free_port()
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(balancer_config([a, b], port, pair.health_key))
+        check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+
+        def passive_out() -> bool:
+            """HAProxy starts with every server up; its health check takes the passive one out."""
+            return b"primary-b is DOWN" in (tmp_path / "haproxy.log").read_bytes()
+
+        wait_until(passive_out, 30, "HAProxy's check taking the passive member out")
+        yield pair, a, b, url
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        pair.close()
+
+
+def auth(pair: Pair) -> dict[str, str]:
+    return {"Authorization": f"Bearer {pair.admin_token}"}
+
+
+def mode(branch: Branch) -> str:
+    try:
+        return str(httpx.get(branch.url + "/api/health/site-server/status", timeout=2).json()["mode"])
+    except httpx.HTTPError:
+        return "unreachable"
+
+
+def copy(branch: Branch, session: str, txn_id: str) -> httpx.Response:
+    with branch.client(branch.mono_device) as c:
+        body = {"txn_id": txn_id, "kind": "copy", "pages": 1, "color": False}
+        return c.post(f"/api/device/v1/sessions/{session}/usage", json=body)
+
+
+def test_the_site_rides_a_failover_behind_haproxy_and_merges_once(
+    balanced: tuple[Pair, Primary, Primary, str], tmp_path: Path
+) -> None:
+    pair, a, b, url = balanced
+    wan = {"probe_interval_secs": 0.5, "offline_after_failures": 2, "online_after_successes": 2}
+    branch = start_branch(a, tmp_path / "branch", primary_urls=[url], budget_ms=1500, wan=wan)
+    try:
+        add_user(a, branch, "rita", card_numbers=["CARD-RITA"], balance_cents=10_000)
+        session = login(branch, branch.mono_device, card_number="CARD-RITA").json()["session_id"]
+        txns: list[str] = []
+
+        def charge() -> None:
+            txn = str(uuid.uuid4())
+            r = copy(branch, session, txn)
+            assert r.status_code == 200, r.text
+            txns.append(txn)
+
+        for _ in range(5):
+            charge()
+        assert mode(branch) == "online"
+
+        a.process.kill()  # SIGKILL: no lease handed back, b takes over after the interval
+        wait_until(lambda: mode(branch) == "offline", 30, "the site offline while no member answers")
+        for _ in range(10):
+            charge()  # answered from the journal while the balancer has no active member
+        b.wait_active(30)
+        wait_until(lambda: mode(branch) == "online", 60, "the site online again through HAProxy")
+        wait_until(
+            lambda: not branch.query("SELECT 1 FROM journal WHERE status = 'pending'"),
+            60,
+            "the journal merged",
+        )
+        for _ in range(3):
+            charge()  # online again, through the balancer to b
+        with httpx.Client(base_url=url, headers=auth(pair), timeout=10) as c:
+            rows = c.get("/api/admin/v1/transactions", params={"limit": 10_000}).json()["transactions"]
+            ours = [t["txn_id"] for t in rows if t["txn_id"] in set(txns)]
+            assert sorted(ours) == sorted(txns)  # every charge once, none twice, none lost
+            balance = c.get("/api/admin/v1/users/rita").json()["balance_cents"]
+        assert balance == 10_000 - 10 * len(txns)  # 10 c a mono page in the sample world
+    finally:
+        branch.process.stop()
