@@ -398,6 +398,8 @@ class EndpointOut(BaseModel):
     url: str
     state: str
     last_ok_at: str | None
+    #: set when a balancer at this URL routes some requests to the passive member (v1.1 extension)
+    note: str | None = None
 
 
 class PrimaryOut(BaseModel):

@@ -14,7 +14,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ValidationError
 
-from . import signing, wire
+from . import balancer, signing, wire
 from .errors import SyncFailed
 
 M = TypeVar("M", bound=BaseModel)
@@ -23,12 +23,21 @@ M = TypeVar("M", bound=BaseModel)
 def enroll(base_url: str, body: wire.EnrollIn, *, timeout: float | httpx.Timeout = 5.0) -> httpx.Response:
     """Unsigned: the one-time enrollment token in the body is the credential. The caller reads the
     answer (`wire.EnrollOut` on 200, an error body otherwise)."""
-    return httpx.post(
-        base_url.rstrip("/") + wire.url_path(wire.ENROLL_PATH),
-        content=body.model_dump_json(),
-        headers={"Content-Type": "application/json"},
-        timeout=timeout,
-    )
+
+    def post() -> httpx.Response:  # a new connection each time (httpx.post keeps none)
+        return httpx.post(
+            base_url.rstrip("/") + wire.url_path(wire.ENROLL_PATH),
+            content=body.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+            timeout=timeout,
+        )
+
+    response = post()
+    for _ in range(balancer.RETRIES):
+        if not balancer.sent_to_passive(response):
+            break
+        response = post()
+    return response
 
 
 def parse(model: type[M], response: httpx.Response) -> M:
@@ -81,6 +90,10 @@ class SyncClient:
         self.private_key = private_key
         self.clock = clock
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+        #: for a request a balancer sent to the passive member: asked again on a new connection
+        self.fresh = balancer.fresh_connections(timeout, transport)
+        #: answers of the passive member that a retry replaced (a balancer with a TCP check)
+        self.passive_answers = 0
 
     def __enter__(self) -> SyncClient:
         return self
@@ -90,6 +103,7 @@ class SyncClient:
 
     def close(self) -> None:
         self.http.close()
+        self.fresh.close()
 
     def build(
         self,
@@ -123,7 +137,37 @@ class SyncClient:
         return request
 
     def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
-        return self.http.send(request, stream=stream)
+        response = self.http.send(request, stream=stream)
+        for _ in range(balancer.RETRIES):
+            if not balancer.sent_to_passive(response):
+                break
+            response.close()
+            self.passive_answers += 1
+            response = self.fresh.send(self._signed_again(request), stream=stream)
+        return response
+
+    def _signed_again(self, request: httpx.Request) -> httpx.Request:
+        """The same request with a new signature (a signature's nonce is good for one request)."""
+        again = self.fresh.build_request(
+            request.method,
+            request.url,
+            content=request.content,
+            headers=request.headers,
+            extensions=request.extensions,
+        )
+        url = urlsplit(str(request.url))
+        again.headers.update(
+            signing.sign(
+                self.private_key,
+                request.method,
+                url.path,
+                url.query,
+                request.content,
+                self.site_id,
+                self.clock(),
+            )
+        )
+        return again
 
     def request(
         self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from siteserver import contract
 from siteserver.timeutil import now_iso
 
+from . import balancer
 from .client import SyncClient
 
 #: a quick call's timeout (heartbeat, merge in the background, an admin's pull)
@@ -29,6 +30,13 @@ class Endpoint:
     quick: SyncClient
     state: str = "down"
     last_ok_at: str | None = None
+    #: a probe here was answered by the passive member, then by the active one on a retry
+    passive_routed: bool = False
+
+    @property
+    def note(self) -> str | None:
+        routed = self.passive_routed or self.feed.passive_answers or self.quick.passive_answers
+        return balancer.NOTE if routed else None
 
 
 @dataclass
@@ -97,7 +105,7 @@ class Endpoints:
             return contract.PrimaryOut(
                 active=cur.url if cur.state == "active" else None,
                 endpoints=[
-                    contract.EndpointOut(url=e.url, state=e.state, last_ok_at=e.last_ok_at)
+                    contract.EndpointOut(url=e.url, state=e.state, last_ok_at=e.last_ok_at, note=e.note)
                     for e in self.items
                 ],
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,3 +129,88 @@ def test_the_site_rides_a_failover_behind_haproxy_and_merges_once(
         assert balance == 10_000 - 10 * len(txns)  # 10 c a mono page in the sample world
     finally:
         branch.process.stop()
+
+
+TCP_CHECKS = """\
+# As some field guides configure it: layer-4 checks and round robin, so the passive member,
+# which accepts connections, stays in the rotation.
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+
+frontend print_management
+    bind 127.0.0.1:{port}
+    default_backend primary_pair
+
+backend primary_pair
+    balance roundrobin
+    default-server inter 1s fall 2 rise 2
+    server primary-a {a} check
+    server primary-b {b} check
+"""
+
+
+def test_behind_a_tcp_check_balancer_the_site_stays_online_and_says_why(tmp_path: Path) -> None:
+    """Half the site's connections reach the passive member: it asks again on a new connection
+    instead of counting the primary as down, stays online for every copy, and its status says
+    the balancer routes to the passive member."""
+    pair = Pair(tmp_path)
+    proc: subprocess.Popen[bytes] | None = None
+    log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - the child's output, closed below
+    try:
+        a = pair.start("a", wait_active=True)
+        b = pair.start("b")
+        port = free_port()
+        cfg = tmp_path / "haproxy-tcp.cfg"
+        members = [m.url.removeprefix("http://") for m in (a, b)]
+        cfg.write_text(TCP_CHECKS.format(port=port, a=members[0], b=members[1]))
+        proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url), 30, "HAProxy listening")
+        # Both members in the rotation: a new connection each, and both kinds of answer come back.
+        seen = {_status(url, pair) for _ in range(10)}
+        assert seen == {200, 503}, seen
+
+        wan = {"probe_interval_secs": 0.5, "offline_after_failures": 2, "online_after_successes": 2}
+        branch = start_branch(a, tmp_path / "branch", primary_urls=[url], budget_ms=1500, wan=wan)
+        try:
+            add_user(a, branch, "tess", card_numbers=["CARD-TESS"], balance_cents=10_000)
+            session = login(branch, branch.mono_device, card_number="CARD-TESS").json()["session_id"]
+            modes = []
+            for _ in range(40):
+                r = copy(branch, session, str(uuid.uuid4()))
+                assert r.status_code == 200, r.text
+                modes.append(r.json()["mode"])
+                time.sleep(0.05)
+            assert modes == ["online"] * 40  # every copy answered with the primary's verdict
+            with branch.admin() as c:
+                status = c.get("/api/admin/v1/status").json()
+            assert status["mode"] == "online"
+            (endpoint,) = status["primary"]["endpoints"]
+            assert endpoint["state"] == "active"
+            assert endpoint["note"] is not None and "passive member" in endpoint["note"]
+            assert not branch.query("SELECT 1 FROM mode_changes WHERE mode = 'offline'")
+            with a.admin() as c:
+                assert c.get("/api/admin/v1/users/tess").json()["balance_cents"] == 10_000 - 40 * 10
+        finally:
+            branch.process.stop()
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        pair.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url + "/api/health/application-server/status", timeout=2)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def _status(url: str, pair: Pair) -> int:
+    return httpx.get(url + "/api/admin/v1/sites", headers=auth(pair), timeout=2).status_code

@@ -8,7 +8,9 @@ answered by then counts as down, and an endpoint whose previous probe is still s
 again (it counts as down) — a blackholed endpoint costs one probe interval, never more, and never
 delays the next round.
 
-200 → active, 503 → passive, anything else (401 for a wrong or missing key, a timeout, a refused
+200 → active, 503 → passive (a passive member's own answer is asked again on a new connection a
+few times first: behind a balancer with a TCP-only check the next try may reach the active
+member, sync.balancer), anything else (401 for a wrong or missing key, a timeout, a refused
 connection) → down. The pull and the merge follow the active member (Endpoints.follow_active).
 
 A change of mode is written to `sync_state` (mode, mode_since) and appended to `mode_changes`
@@ -30,6 +32,7 @@ from siteserver.config import Wan
 from siteserver.domain.modes import Mode, ModeMachine, Transition
 from siteserver.store import Database, journal, sync_state
 from siteserver.timeutil import now_iso, parse_iso
+from sync import balancer
 from sync.endpoints import Endpoint, Endpoints
 
 log = logging.getLogger("siteserver.site.wan")
@@ -97,6 +100,13 @@ class WanMonitor:
             params["Authorization"] = self.health_key
         try:
             r = self._http.get(ep.url.rstrip("/") + HEALTH_PATH, params=params)
+            for _ in range(balancer.RETRIES):  # a balancer may pick the active member next time
+                if not balancer.sent_to_passive(r):
+                    break
+                r = self._http.get(ep.url.rstrip("/") + HEALTH_PATH, params=params)
+                if r.status_code == 200 and not ep.passive_routed:
+                    ep.passive_routed = True
+                    log.warning("primary endpoint %s: %s", ep.url, balancer.NOTE)
         except httpx.HTTPError as e:
             log.debug("probe of %s failed: %s", ep.url, type(e).__name__)
             return "down"
