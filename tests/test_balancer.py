@@ -11,7 +11,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -40,34 +41,44 @@ def balancer_config(members: list[Primary], port: int, health_key: str) -> str:
     return text.replace("HEALTH_KEY", health_key)
 
 
-@pytest.fixture
-def balanced(tmp_path: Path) -> Iterator[tuple[Pair, Primary, Primary, str]]:
+@contextmanager
+def balanced_pair(
+    tmp_path: Path, config: Callable[[list[Primary], int, Pair], str]
+) -> Iterator[tuple[Pair, Primary, Primary, str, Path]]:
+    """A pair (a active, b passive) and real HAProxy on `config(members, port, pair)` in front of
+    it; yields the pair, its members, the balancer's URL and HAProxy's log. Everything ends here."""
     pair = Pair(tmp_path)
     proc: subprocess.Popen[bytes] | None = None
-    log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - the child's output, closed below
+    log_path = tmp_path / "haproxy.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - the child's output, closed below
     try:
         a = pair.start("a", wait_active=True)
         b = pair.start("b")
         port = free_port()
         cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(balancer_config([a, b], port, pair.health_key))
+        cfg.write_text(config([a, b], port, pair))
         check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-
-        def passive_out() -> bool:
-            """HAProxy starts with every server up; its health check takes the passive one out."""
-            return b"primary-b is DOWN" in (tmp_path / "haproxy.log").read_bytes()
-
-        wait_until(passive_out, 30, "HAProxy's check taking the passive member out")
-        yield pair, a, b, url
+        yield pair, a, b, f"http://127.0.0.1:{port}", log_path
     finally:
         if proc is not None:
             proc.kill()
             proc.wait()
         log.close()
         pair.close()
+
+
+@pytest.fixture
+def balanced(tmp_path: Path) -> Iterator[tuple[Pair, Primary, Primary, str]]:
+    """The shipped configuration, once its check has taken the passive member out."""
+    shipped = balanced_pair(
+        tmp_path, lambda members, port, pair: balancer_config(members, port, pair.health_key)
+    )
+    with shipped as (pair, a, b, url, log):
+        # HAProxy starts with every server up; its health check takes the passive one out.
+        wait_until(lambda: b"primary-b is DOWN" in log.read_bytes(), 30, "the passive member taken out")
+        yield pair, a, b, url
 
 
 def auth(pair: Pair) -> dict[str, str]:
@@ -156,18 +167,12 @@ def test_behind_a_tcp_check_balancer_the_site_stays_online_and_says_why(tmp_path
     """Half the site's connections reach the passive member: it asks again on a new connection
     instead of counting the primary as down, stays online for every copy, and its status says
     the balancer routes to the passive member."""
-    pair = Pair(tmp_path)
-    proc: subprocess.Popen[bytes] | None = None
-    log = open(tmp_path / "haproxy.log", "wb")  # noqa: SIM115 - the child's output, closed below
-    try:
-        a = pair.start("a", wait_active=True)
-        b = pair.start("b")
-        port = free_port()
-        cfg = tmp_path / "haproxy-tcp.cfg"
-        members = [m.url.removeprefix("http://") for m in (a, b)]
-        cfg.write_text(TCP_CHECKS.format(port=port, a=members[0], b=members[1]))
-        proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+
+    def tcp_checks(members: list[Primary], port: int, pair: Pair) -> str:
+        a, b = (m.url.removeprefix("http://") for m in members)
+        return TCP_CHECKS.format(port=port, a=a, b=b)
+
+    with balanced_pair(tmp_path, tcp_checks) as (pair, a, _, url, _log):
         wait_until(lambda: _answers(url), 30, "HAProxy listening")
         # Both members in the rotation: a new connection each, and both kinds of answer come back.
         seen = {_status(url, pair) for _ in range(10)}
@@ -196,12 +201,6 @@ def test_behind_a_tcp_check_balancer_the_site_stays_online_and_says_why(tmp_path
                 assert c.get("/api/admin/v1/users/tess").json()["balance_cents"] == 10_000 - 40 * 10
         finally:
             branch.process.stop()
-    finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        log.close()
-        pair.close()
 
 
 def _answers(url: str) -> bool:
