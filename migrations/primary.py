@@ -281,3 +281,14 @@ def m005_ledger_use(conn: sqlite_utils.Database) -> None:
 ALTER TABLE ledger ADD COLUMN use TEXT;
 """,
     )
+
+
+@migrations()
+def m006_site_heartbeat_interval(conn: sqlite_utils.Database) -> None:
+    run_script(
+        conn,
+        """
+-- How often each site says it sends its heartbeat: the fleet health URL allows three of them.
+ALTER TABLE sites ADD COLUMN heartbeat_secs REAL;
+""",
+    )

@@ -52,6 +52,8 @@ class Offline(_Section):
 
 class Sync(_Section):
     changes_wait_secs: float = Field(25.0, gt=0, le=600)
+    #: how often the site tells the primary it is alive (the fleet health URL allows three)
+    heartbeat_secs: float = Field(10.0, gt=0, le=3600)
 
 
 class Journal(_Section):

@@ -389,6 +389,19 @@ class PrimaryHealthOut(BaseModel):
 # -- site administration ---------------------------------------------------------------------
 
 
+class LateSiteOut(BaseModel):
+    site_id: str
+    last_contact_at: str | None  # None: never heard from since it was enrolled
+    age_secs: float | None
+    allowed_secs: float  # three of the site's heartbeats
+
+
+class FleetHealthOut(BaseModel):
+    status: Literal["OK", "SITES_LATE"]
+    sites: int  # enrolled, enabled sites
+    late: list[LateSiteOut]
+
+
 class SiteHealthOut(BaseModel):
     status: str
     mode: Mode

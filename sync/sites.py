@@ -93,7 +93,12 @@ class Sites:
         now = now_iso()
         await self.db.write(
             lambda conn: catalog.record_heartbeat(
-                conn, site_id, mode=body.mode.value, journal_backlog=body.journal_backlog, now=now
+                conn,
+                site_id,
+                mode=body.mode.value,
+                journal_backlog=body.journal_backlog,
+                interval_secs=body.interval_secs,
+                now=now,
             )
         )
         return wire.HeartbeatOut(primary_time=now, server_uuid=self.server_uuid, epoch=self.epoch_of())

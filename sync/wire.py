@@ -74,6 +74,8 @@ class HeartbeatIn(_Request):
     mode: Annotated[Mode, Field(strict=False)]  # a JSON string
     journal_backlog: Annotated[int, Field(ge=0, le=2**62)]
     version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    #: how often this site sends one (extension): the fleet health URL allows three of them
+    interval_secs: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
 class HeartbeatOut(BaseModel):

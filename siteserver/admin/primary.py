@@ -33,7 +33,12 @@ from siteserver.reports import reconcile
 from siteserver.reports.received import received
 from siteserver.store import Database, catalog, jobs, ledger, settings
 from siteserver.store import accounts as accounts_store
-from siteserver.timeutil import now_iso
+from siteserver.timeutil import now_iso, parse_iso, utcnow
+
+#: the fleet health URL allows this many heartbeats of silence per site
+FLEET_HEARTBEATS = 3
+#: a site's heartbeat interval when it never said (an older site): the site's default
+DEFAULT_HEARTBEAT_SECS = 10.0
 
 
 @dataclass
@@ -224,6 +229,26 @@ class PrimaryAdmin:
 
     async def list_sites(self) -> dict[str, Any]:
         return {"sites": await self.db.read(catalog.list_sites)}
+
+    async def fleet_health(self) -> contract.FleetHealthOut:
+        """The enrolled, enabled sites, and those not heard from within three of their
+        heartbeats (never heard from counts as late): what the fleet health URL reports."""
+        contacts = await self.db.read(catalog.enrolled_site_contacts)
+        now = utcnow()
+        late = []
+        for c in contacts:
+            allowed = FLEET_HEARTBEATS * (c.heartbeat_secs or DEFAULT_HEARTBEAT_SECS)
+            age = None if c.last_contact_at is None else (now - parse_iso(c.last_contact_at)).total_seconds()
+            if age is None or age > allowed:
+                late.append(
+                    contract.LateSiteOut(
+                        site_id=c.site_id,
+                        last_contact_at=c.last_contact_at,
+                        age_secs=None if age is None else round(age, 1),
+                        allowed_secs=allowed,
+                    )
+                )
+        return contract.FleetHealthOut(status="SITES_LATE" if late else "OK", sites=len(contacts), late=late)
 
     async def create_device(self, body: contract.DeviceCreate) -> dict[str, Any]:
         token = new_token("dev")

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from siteserver import contract
 from siteserver.domain import same_secret
 
-from .deps import PrimaryHealthDep
+from .deps import PrimaryAdminDep, PrimaryHealthDep
 
 router = APIRouter(tags=["health"])
 
@@ -44,3 +44,21 @@ async def primary_health(
     if free_mb < disk_threshold_mb:
         return JSONResponse({**body, "status": "DISK_LOW"}, 503)
     return body
+
+
+@router.get(
+    "/api/health/site-servers/status",
+    response_model=contract.FleetHealthOut,
+    responses={401: {"model": contract.ErrorOut}, 503: {"model": contract.FleetHealthOut}},
+)
+async def fleet_health(
+    health: PrimaryHealthDep,
+    admin: PrimaryAdminDep,
+    authorization: str = Query("", alias="Authorization", max_length=512),
+) -> Any:
+    """For monitoring tools: 200 when every enrolled, enabled site was heard from within three
+    of its heartbeats, else 503 with the sites that were not."""
+    if not same_secret(authorization, health.health_key):
+        return JSONResponse({"error": "unauthorized", "detail": "wrong or missing health key"}, 401)
+    body = await admin.fleet_health()
+    return JSONResponse(body.model_dump(), 503 if body.late else 200)

@@ -48,7 +48,6 @@ from .monitor import WanMonitor
 
 log = logging.getLogger("siteserver.site")
 
-HEARTBEAT_SECS = 10.0
 FEED_TIMEOUT_MARGIN_SECS = 15.0
 
 
@@ -172,7 +171,12 @@ class SiteServer:
     def heartbeat_once(self) -> None:
         ep = self.endpoints.current()
         state, backlog = self.db.read_sync(lambda conn: (sync_state.read(conn), journal.pending_count(conn)))
-        body = wire.HeartbeatIn(mode=state.mode, journal_backlog=backlog, version=siteserver.__version__)
+        body = wire.HeartbeatIn(
+            mode=state.mode,
+            journal_backlog=backlog,
+            version=siteserver.__version__,
+            interval_secs=self.config.sync.heartbeat_secs,
+        )
         try:
             ep.quick.heartbeat(body)
         except SyncFailed as e:
@@ -192,7 +196,7 @@ class SiteServer:
                 self.heartbeat_once()
             except Exception:
                 log.exception("heartbeat failed")
-            self.stop_event.wait(HEARTBEAT_SECS)
+            self.stop_event.wait(self.config.sync.heartbeat_secs)
 
     def start(self) -> None:
         for name, target in (

@@ -226,12 +226,37 @@ def update_site(
 
 
 def record_heartbeat(
-    conn: sqlite_utils.Database, site_id: str, *, mode: str, journal_backlog: int, now: str
+    conn: sqlite_utils.Database,
+    site_id: str,
+    *,
+    mode: str,
+    journal_backlog: int,
+    interval_secs: float | None,
+    now: str,
 ) -> None:
     conn.execute(
-        "UPDATE sites SET last_contact_at = ?, reported_mode = ?, journal_backlog = ? WHERE site_id = ?",
-        [now, mode, journal_backlog, site_id],
+        "UPDATE sites SET last_contact_at = ?, reported_mode = ?, journal_backlog = ?,"
+        " heartbeat_secs = COALESCE(?, heartbeat_secs) WHERE site_id = ?",
+        [now, mode, journal_backlog, interval_secs, site_id],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SiteContact:
+    site_id: str
+    last_contact_at: str | None
+    heartbeat_secs: float | None  # as the site last said (None: an older site, never said)
+
+
+def enrolled_site_contacts(conn: sqlite_utils.Database) -> list[SiteContact]:
+    """Every enrolled, enabled site with when it was last heard from."""
+    return [
+        SiteContact(r[0], r[1], r[2])
+        for r in conn.execute(
+            "SELECT site_id, last_contact_at, heartbeat_secs FROM sites"
+            " WHERE enrolled_at IS NOT NULL AND disabled = 0 ORDER BY site_id"
+        )
+    ]
 
 
 def remember_nonce(

@@ -142,6 +142,7 @@ def configure_site(
     budget_ms: int | None = None,
     wan: dict[str, Any] | None = None,
     primary_urls: list[str] | None = None,
+    sync: dict[str, Any] | None = None,
 ) -> Branch:
     """The one way to make a site process: its configuration (in `tmp`: site.toml, data in
     tmp/site, log tmp/site.log; `[sync] changes_wait_secs = 2`) and, unless `enroll=False`,
@@ -151,7 +152,7 @@ def configure_site(
     token = world.enrollment_token if world is not None else new_site(primary, SITE)
     port = free_port()
     admin_token = secrets.token_urlsafe(24)
-    extra: dict[str, Any] = {"sync": {"changes_wait_secs": 2}}
+    extra: dict[str, Any] = {"sync": {"changes_wait_secs": 2, **(sync or {})}}
     wan_keys = {**({"request_budget_ms": budget_ms} if budget_ms is not None else {}), **(wan or {})}
     if wan_keys:
         extra["wan"] = wan_keys
@@ -176,6 +177,7 @@ def start_branch(
     budget_ms: int = 3000,
     wan: dict[str, Any] | None = None,
     primary_urls: list[str] | None = None,
+    sync: dict[str, Any] | None = None,
 ) -> Branch:
     """The sample world named BRANCH on the primary, then an enrolled, running site with its mirror
     bootstrapped (the caller stops `branch.process`). `wan`: more [wan] keys; `primary_urls`: the
@@ -183,7 +185,7 @@ def start_branch(
     with primary.admin() as c:
         world = sample.build(c, BRANCH)
     branch = configure_site(
-        primary, tmp, world=world, budget_ms=budget_ms, wan=wan, primary_urls=primary_urls
+        primary, tmp, world=world, budget_ms=budget_ms, wan=wan, primary_urls=primary_urls, sync=sync
     )
     return branch.start()
 
