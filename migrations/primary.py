@@ -292,3 +292,36 @@ def m006_site_heartbeat_interval(conn: sqlite_utils.Database) -> None:
 ALTER TABLE sites ADD COLUMN heartbeat_secs REAL;
 """,
     )
+
+
+@migrations()
+def m007_home_sites(conn: sqlite_utils.Database) -> None:
+    def scope_trigger(table: str, op: str, user: str, sites: str) -> str:
+        return (
+            f"CREATE TRIGGER user_scope_{table}_{op} AFTER {op.upper()} ON {table}\n"
+            "BEGIN INSERT INTO change_log (tbl, pk)"
+            f" VALUES ('user_scope', json_array({user}, {sites})); END;\n"
+        )
+
+    triggers = [
+        scope_trigger("users", "insert", "NEW.username", "NEW.home_sites"),
+        scope_trigger("users", "update", "NEW.username", "OLD.home_sites"),
+        scope_trigger("users", "delete", "OLD.username", "OLD.home_sites"),
+    ]
+    for table in ("user_cards", "shared_account_members"):
+        for op, row in (("insert", "NEW"), ("update", "NEW"), ("delete", "OLD")):
+            owner = f"COALESCE((SELECT home_sites FROM users WHERE username = {row}.username), '[]')"
+            triggers.append(scope_trigger(table, op, f"{row}.username", owner))
+    run_script(
+        conn,
+        """
+-- The sites a user belongs to (a JSON array of site ids; empty: none in particular). A site with
+-- mirror_scope = "home" mirrors only its own people (docs/security.md).
+ALTER TABLE users ADD COLUMN home_sites TEXT NOT NULL DEFAULT '[]';
+
+-- Every change of a user, their cards or memberships also names the user and the sites they
+-- belonged to before it: the feed of a home-scope site replaces or removes that user as a whole
+-- and tells it nothing of anyone else (store.feed).
+"""
+        + "".join(triggers),
+    )

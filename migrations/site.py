@@ -378,3 +378,14 @@ def m006_journal_use(conn: sqlite_utils.Database) -> None:
 ALTER TABLE journal ADD COLUMN use TEXT;
 """,
     )
+
+
+@migrations()
+def m007_home_sites(conn: sqlite_utils.Database) -> None:
+    run_script(
+        conn,
+        """
+-- Mirrored as the primary has it (which sites a user belongs to).
+ALTER TABLE users ADD COLUMN home_sites TEXT NOT NULL DEFAULT '[]';
+""",
+    )

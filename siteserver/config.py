@@ -54,6 +54,9 @@ class Sync(_Section):
     changes_wait_secs: float = Field(25.0, gt=0, le=600)
     #: how often the site tells the primary it is alive (the fleet health URL allows three)
     heartbeat_secs: float = Field(10.0, gt=0, le=3600)
+    #: "home": mirror only the users whose home_sites name this site (docs/security.md); a
+    #: change of scope bootstraps the mirror again
+    mirror_scope: Literal["all", "home"] = "all"
 
 
 class Journal(_Section):

@@ -58,6 +58,9 @@ class UserCreate(Strict):
     balance_cents: Cents = 0
     restricted: bool = True
     overdraft_cents: NonNegCents = 0
+    #: the sites this user belongs to: a site with mirror_scope = "home" mirrors only its own
+    #: people (docs/security.md); empty or absent: none in particular
+    home_sites: Annotated[list[Ident], Field(max_length=100)] | None = None
 
 
 class UserPatch(Strict):
@@ -74,6 +77,9 @@ class UserPatch(Strict):
     restricted: bool | None = None
     overdraft_cents: NonNegCents | None = None
     disabled: bool | None = None
+    #: the sites this user belongs to: a site with mirror_scope = "home" mirrors only its own
+    #: people (docs/security.md); null or empty: none in particular
+    home_sites: Annotated[list[Ident], Field(max_length=100)] | None = None
 
 
 class UserOut(BaseModel):
@@ -84,6 +90,7 @@ class UserOut(BaseModel):
     restricted: bool
     overdraft_cents: int
     disabled: bool
+    home_sites: list[str]
 
 
 class AdjustmentIn(Strict):

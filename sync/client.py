@@ -180,16 +180,27 @@ class SyncClient:
         r = self.request("POST", wire.url_path(wire.HEARTBEAT_PATH), json_body=body)
         return parse(wire.HeartbeatOut, r)
 
-    def changes(self, after: int, wait: float, limit: int) -> wire.ChangesOut:
+    def changes(
+        self, after: int, wait: float, limit: int, scope: wire.MirrorScope = "all"
+    ) -> wire.ChangesOut:
         """One page of the change feed after `after`, long-polling up to `wait` seconds."""
-        params = {"after": after, "wait": int(wait) if float(wait).is_integer() else wait, "limit": limit}
+        params: dict[str, Any] = {
+            "after": after,
+            "wait": int(wait) if float(wait).is_integer() else wait,
+            "limit": limit,
+        }
+        if scope != "all":
+            params["scope"] = scope
         r = self.request("GET", wire.url_path(wire.CHANGES_PATH), params=params)
         return parse(wire.ChangesOut, r)
 
     @contextmanager
-    def snapshot(self) -> Iterator[Iterator[wire.SnapshotBegin | wire.SnapshotRow | wire.SnapshotEnd]]:
+    def snapshot(
+        self, scope: wire.MirrorScope = "all"
+    ) -> Iterator[Iterator[wire.SnapshotBegin | wire.SnapshotRow | wire.SnapshotEnd]]:
         """The snapshot stream as parsed lines; the response is closed when the block ends."""
-        response = self.send(self.build("GET", wire.url_path(wire.SNAPSHOT_PATH)), stream=True)
+        params = {"scope": scope} if scope != "all" else None
+        response = self.send(self.build("GET", wire.url_path(wire.SNAPSHOT_PATH), params=params), stream=True)
         try:
             if response.status_code != 200:
                 response.read()

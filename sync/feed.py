@@ -32,15 +32,16 @@ _DONE = object()
 class Feed:
     db: Database
 
-    def snapshot(self) -> AsyncIterator[bytes]:
-        """The NDJSON snapshot as chunks of bytes (see `stream_snapshot`)."""
-        return stream_snapshot(self.db.path)
+    def snapshot(self, home: str | None = None) -> AsyncIterator[bytes]:
+        """The NDJSON snapshot as chunks of bytes (see `stream_snapshot`); `home`: the site id
+        of a home-scope site (store.feed)."""
+        return stream_snapshot(self.db.path, home)
 
-    async def changes(self, after: int, wait: float, limit: int) -> wire.ChangesOut:
+    async def changes(self, after: int, wait: float, limit: int, home: str | None = None) -> wire.ChangesOut:
         """A page of changes after `after`; with none and `wait` > 0, long-poll for them."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        page = await self._page(after, limit)
+        page = await self._page(after, limit, home)
         while page.cursor == after and not page.reset:
             remaining = deadline - loop.time()
             if remaining <= 0 or serving.stopping.is_set():
@@ -48,20 +49,20 @@ class Feed:
             await asyncio.sleep(min(POLL_SECS, remaining))
             # The poll is one cheap statement on the shared reader; a page gets its own connection.
             if await self.db.read(feed.max_seq, snapshot=False) > after:
-                page = await self._page(after, limit)
+                page = await self._page(after, limit, home)
         return page
 
-    async def _page(self, after: int, limit: int) -> wire.ChangesOut:
-        return await asyncio.to_thread(_read_page, self.db.path, after, limit)
+    async def _page(self, after: int, limit: int, home: str | None) -> wire.ChangesOut:
+        return await asyncio.to_thread(_read_page, self.db.path, after, limit, home)
 
 
-def _read_page(path: Path, after: int, limit: int) -> wire.ChangesOut:
+def _read_page(path: Path, after: int, limit: int, home: str | None) -> wire.ChangesOut:
     """One page in one snapshot, on a connection of its own (not the shared reader thread)."""
     with read_transaction(path) as conn:
-        return wire.ChangesOut.model_validate(feed.changes_page(conn, after, limit))
+        return wire.ChangesOut.model_validate(feed.changes_page(conn, after, limit, home))
 
 
-async def stream_snapshot(path: Path) -> AsyncGenerator[bytes, None]:
+async def stream_snapshot(path: Path, home: str | None = None) -> AsyncGenerator[bytes, None]:
     """Every mirrored row at one cursor, as NDJSON chunks of about SNAPSHOT_CHUNK_ROWS lines.
 
     One read transaction on a dedicated read-only connection in a thread of its own; chunks reach
@@ -94,7 +95,7 @@ async def stream_snapshot(path: Path) -> AsyncGenerator[bytes, None]:
                 buf = [wire.snapshot_line(begin)]
                 rows = 0
                 for table in MIRRORED_TABLES:
-                    for row in feed.table_rows(conn, table):
+                    for row in feed.table_rows(conn, table, home):
                         # Rows come from the database as they are: built, not validated again.
                         line = wire.SnapshotRow.model_construct(type="row", table=table, row=row)
                         buf.append(wire.snapshot_line(line))

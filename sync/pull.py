@@ -47,12 +47,12 @@ BACKOFF_MAX_SECS = 5.0
 Settle = Callable[[set[str] | None], int]
 
 
-def apply_page(db: Database, after: int, page: wire.ChangesOut) -> bool:
+def apply_page(db: Database, after: int, page: wire.ChangesOut, scope: wire.MirrorScope = "all") -> bool:
     """Apply one page of the change feed and store its cursor, in one write transaction. False
     (nothing done) when the stored cursor is no longer `after`: another pull got there first."""
 
     def apply_changes(conn: sqlite_utils.Database) -> bool:
-        if sync_state.bootstrapped_cursor(conn) != after:
+        if sync_state.bootstrapped_cursor(conn, scope) != after:
             return False
         mirror.defer_foreign_keys(conn)
         for change in page.changes:
@@ -80,9 +80,10 @@ def page_accounts(db: Database, page: wire.ChangesOut) -> set[str]:
 class _Batches:
     """A bootstrap's rows, written in batches of `size`; the first batch clears the mirror."""
 
-    def __init__(self, db: Database, size: int) -> None:
+    def __init__(self, db: Database, size: int, scope: wire.MirrorScope) -> None:
         self.db = db
         self.size = size
+        self.scope = scope
         self.rows: list[tuple[str, dict[str, Any]]] = []
         self.cleared = False
 
@@ -105,7 +106,7 @@ class _Batches:
             for table in MIRRORED_TABLES:  # parents first
                 mirror.upsert(conn, table, by_table.get(table, []))
             if end is not None:
-                sync_state.pulled(conn, end.cursor, now_iso(), bootstrapped=True)
+                sync_state.pulled(conn, end.cursor, now_iso(), bootstrapped_scope=self.scope)
 
         self.db.write_sync(write_batch, fenced=False)
         self.cleared = True
@@ -113,16 +114,21 @@ class _Batches:
 
 
 def bootstrap(
-    client: SyncClient, db: Database, *, batch_rows: int = BATCH_ROWS, settle: Settle | None = None
+    client: SyncClient,
+    db: Database,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    settle: Settle | None = None,
+    scope: wire.MirrorScope = "all",
 ) -> int:
-    """Replace the mirror's contents with a snapshot, streamed and written in batches; returns the
-    cursor. Every entry in doubt is settled after the whole stream is in and before the cursor is
-    stored (the stream is not held open meanwhile)."""
-    with client.snapshot() as lines:
+    """Replace the mirror's contents with a snapshot of this scope, streamed and written in
+    batches; returns the cursor. Every entry in doubt is settled after the whole stream is in and
+    before the cursor is stored (the stream is not held open meanwhile)."""
+    with client.snapshot(scope) as lines:
         begin = next(lines, None)
         if not isinstance(begin, wire.SnapshotBegin):
             raise SyncFailed("snapshot did not start with a begin line")
-        batches = _Batches(db, batch_rows)
+        batches = _Batches(db, batch_rows, scope)
         received = 0
         for line in lines:
             if isinstance(line, wire.SnapshotRow):
@@ -154,8 +160,11 @@ class Mirror:
         stop: threading.Event,
         settle: Settle | None = None,
         sleep: Callable[[float], object] | None = None,
+        scope: wire.MirrorScope = "all",
     ) -> None:
         self.db = db
+        #: "home": only the site's own people (a change bootstraps the mirror again)
+        self.scope: wire.MirrorScope = scope
         self.endpoints = endpoints
         self.wait_secs = min(wait_secs, MAX_WAIT_SECS)
         self.stop = stop
@@ -166,14 +175,14 @@ class Mirror:
         self._sleep = sleep or stop.wait
 
     def cursor(self) -> int | None:
-        return self.db.read_sync(sync_state.bootstrapped_cursor)
+        return self.db.read_sync(lambda conn: sync_state.bootstrapped_cursor(conn, self.scope))
 
     def _bootstrap(self, client: SyncClient) -> int:
         with self._bootstrap_lock:
             cursor = self.cursor()  # another thread may have just done it
             if cursor is not None:
                 return cursor
-            return bootstrap(client, self.db, settle=self.settle)
+            return bootstrap(client, self.db, settle=self.settle, scope=self.scope)
 
     def _start_over(self) -> None:
         self.db.write_sync(sync_state.forget_bootstrap, fenced=False)
@@ -183,7 +192,7 @@ class Mirror:
         after = self.cursor()
         if after is None:
             return self._bootstrap(ep.feed)
-        page = ep.feed.changes(after, wait, PAGE_LIMIT)
+        page = ep.feed.changes(after, wait, PAGE_LIMIT, self.scope)
         if page.reset:
             log.info("the primary's feed no longer reaches cursor %d: bootstrapping again", after)
             self._start_over()
@@ -193,7 +202,7 @@ class Mirror:
             # entry in doubt to another account (a conflict), and only its answer says which.
             self.settle(None)
         try:
-            apply_page(self.db, after, page)
+            apply_page(self.db, after, page, self.scope)
         except Exception as e:
             # A page that does not fit the mirror (it should not happen): start over cleanly.
             log.exception("could not apply a page of changes; bootstrapping again")

@@ -121,6 +121,11 @@ def snapshot_line(line: SnapshotBegin | SnapshotRow | SnapshotEnd) -> bytes:
 # -- change feed -----------------------------------------------------------------------------------
 
 
+#: what a site mirrors of the organisation's people: everyone, or only those whose `home_sites`
+#: name it (the `scope` query parameter of the snapshot and the changes)
+MirrorScope = Literal["all", "home"]
+
+
 class Change(BaseModel):
     seq: int
     table: str

@@ -16,7 +16,15 @@ from siteserver.store import ledger
 from siteserver.store.db import connect
 from tests.kit.primary import Primary, expect_error, new_id
 
-USER_KEYS = {"username", "full_name", "balance_cents", "restricted", "overdraft_cents", "disabled"}
+USER_KEYS = {
+    "username",
+    "full_name",
+    "balance_cents",
+    "restricted",
+    "overdraft_cents",
+    "disabled",
+    "home_sites",
+}
 SECRET_KEYS = {"password", "pin", "card_numbers", "card_number", "id_number", "password_hash", "pin_hash"}
 TXN_KEYS = {
     "txn_id",
@@ -99,6 +107,7 @@ def test_user_lifecycle(primary: Primary, world: sample.World) -> None:
             "restricted": True,
             "overdraft_cents": 100,
             "disabled": False,
+            "home_sites": [],
         }
 
         # Duplicate username: 409, nothing changed.
@@ -152,6 +161,7 @@ def test_user_lifecycle(primary: Primary, world: sample.World) -> None:
             "restricted": False,
             "overdraft_cents": 0,
             "disabled": True,
+            "home_sites": [],
         }
         assert r.json() == patched
         alice_rows = [t for t in all_transactions(c) if t["account"] == "user:alice"]

@@ -78,6 +78,8 @@ class PrimaryAdmin:
             else None,
             overdraft_cents=body.overdraft_cents,
             disabled=getattr(body, "disabled", None),
+            # An explicit null clears the list, as for the other optional fields.
+            home_sites=body.home_sites or [] if "home_sites" in given else None,
         )
 
     def _set_balance(

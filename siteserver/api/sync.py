@@ -23,6 +23,8 @@ from .auth import EnrollmentToken, RawBodyRoute, SignedSite
 from .deps import SyncDep
 from .errors import shed_response
 
+ScopeQuery = Annotated[wire.MirrorScope, Query(description="`home`: only the site's own people")]
+
 router = APIRouter(prefix=wire.PREFIX, tags=["sync (site signature)"], route_class=RawBodyRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -56,9 +58,11 @@ async def heartbeat(body: wire.HeartbeatIn, site_id: SignedSite, sync: SyncDep) 
         },
     },
 )
-async def snapshot(site_id: SignedSite, sync: SyncDep) -> StreamingResponse:
-    """Every row the site mirrors, at one cursor, streamed as NDJSON (docs/sync.md)."""
-    return StreamingResponse(sync.feed.snapshot(), media_type=wire.SNAPSHOT_MEDIA_TYPE)
+async def snapshot(site_id: SignedSite, sync: SyncDep, scope: ScopeQuery = "all") -> StreamingResponse:
+    """Every row the site mirrors, at one cursor, streamed as NDJSON (docs/sync.md); `scope=home`:
+    of the organisation's people only those whose `home_sites` name the site."""
+    home = site_id if scope == "home" else None
+    return StreamingResponse(sync.feed.snapshot(home), media_type=wire.SNAPSHOT_MEDIA_TYPE)
 
 
 @router.get(wire.CHANGES_PATH, response_model=wire.ChangesOut, responses=_ERRORS)
@@ -68,10 +72,12 @@ async def changes(
     after: Annotated[int, Query(ge=0, le=2**62)],
     wait: Annotated[float, Query(ge=0, le=wire.MAX_CHANGES_WAIT_SECS)] = 0,
     limit: Annotated[int, Query(ge=1, le=wire.MAX_CHANGES_LIMIT)] = 1000,
+    scope: ScopeQuery = "all",
 ) -> wire.ChangesOut:
     """The rows changed after the cursor `after`, each as it is now (null: deleted); long-polls up
-    to `wait` seconds when there is nothing yet. `reset: true`: bootstrap from a snapshot again."""
-    return await sync.feed.changes(after, wait, limit)
+    to `wait` seconds when there is nothing yet. `reset: true`: bootstrap from a snapshot again.
+    `scope=home`: as the snapshot of that scope."""
+    return await sync.feed.changes(after, wait, limit, site_id if scope == "home" else None)
 
 
 @router.post(

@@ -99,6 +99,7 @@ class SiteServer:
             wait_secs=config.sync.changes_wait_secs,
             stop=self.stop_event,
             settle=self.merger.settle_in_doubt,
+            scope=config.sync.mirror_scope,
         )
         self.monitor = WanMonitor(
             self.db,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ class UserRecord:
     disabled: bool
     password_hash: str | None
     pin_hash: str | None
+    home_sites: tuple[str, ...] = ()
 
     def public(self) -> dict[str, object]:
         return {
@@ -36,12 +38,13 @@ class UserRecord:
             "restricted": self.restricted,
             "overdraft_cents": self.overdraft_cents,
             "disabled": self.disabled,
+            "home_sites": list(self.home_sites),
         }
 
 
 _USER_SELECT = (
     "SELECT u.username, u.full_name, u.email, u.account_id, a.balance_cents, a.restricted,"
-    " a.overdraft_cents, u.disabled, u.password_hash, u.pin_hash"
+    " a.overdraft_cents, u.disabled, u.password_hash, u.pin_hash, u.home_sites"
     " FROM users u JOIN accounts a ON a.id = u.account_id"
 )
 
@@ -49,8 +52,9 @@ _USER_SELECT = (
 def _user(row: Any) -> UserRecord | None:
     if row is None:
         return None
-    u, full, email, acc, bal, restricted, overdraft, disabled, pw, pin = row
-    return UserRecord(u, full, email, acc, bal, bool(restricted), overdraft, bool(disabled), pw, pin)
+    u, full, email, acc, bal, restricted, overdraft, disabled, pw, pin, home = row
+    sites = tuple(json.loads(home)) if home else ()
+    return UserRecord(u, full, email, acc, bal, bool(restricted), overdraft, bool(disabled), pw, pin, sites)
 
 
 _UNIT_SEP = "\x1f"  # names cannot hold control characters (siteserver.contract.NAME_PATTERN)
@@ -118,6 +122,7 @@ class UserChanges:
     restricted: bool | None = None
     overdraft_cents: int | None = None
     disabled: bool | None = None
+    home_sites: Sequence[str] | None = None
 
 
 def create_user(conn: sqlite_utils.Database, username: str, changes: UserChanges, *, now: str) -> int:
@@ -156,6 +161,8 @@ def update_user(conn: sqlite_utils.Database, username: str, c: UserChanges, *, n
         sets["pin_hash"] = c.pin_hash
     if c.disabled is not None:
         sets["disabled"] = int(c.disabled)
+    if c.home_sites is not None:
+        sets["home_sites"] = json.dumps(sorted(set(c.home_sites)))
     if c.id_number_hash is not None or c.clear_id_number:
         if c.id_number_hash is not None:
             other = user_by_id_number(conn, c.id_number_hash)

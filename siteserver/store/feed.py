@@ -1,6 +1,14 @@
 """The primary's change feed: a consistent snapshot of every mirrored table, pages of changes after a
 cursor (from `change_log`, which triggers fill), and pruning of the log (docs/sync.md).
 
+A site with `mirror_scope = "home"` gets only its own people: users whose `home_sites` name it,
+their cards, memberships and personal accounts (shared accounts, printers, devices and the rest go
+to every site). Its feed ignores the raw changes of those tables and follows the `user_scope`
+markers the triggers add for every change of a user, a card or a membership (the user and the
+sites they belonged to before): a user now at home is replaced whole (deleted, which cascades to
+cards and memberships at the site, then sent again); one who left is deleted; anyone else is not
+mentioned at all.
+
 A cursor is a `change_log.seq`. A page names each changed row once, at the largest seq that
 changed it, and carries the row as it is now (or None: deleted). Pruning deletes old log rows and
 raises `change_log_floor.pruned_through`; a cursor below it can no longer be served (reset).
@@ -9,6 +17,7 @@ raises `change_log_floor.pruned_through`; a cursor below it can no longer be ser
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -35,28 +44,78 @@ def pruned_through(conn: sqlite_utils.Database) -> int:
     return int(conn.execute("SELECT pruned_through FROM change_log_floor WHERE id = 1").fetchone()[0])
 
 
-def table_rows(conn: sqlite_utils.Database, table: str) -> Iterator[dict[str, Any]]:
-    """Every row of a mirrored table, all its columns, in primary-key order (a lazy cursor)."""
-    cur = conn.execute(
-        f"SELECT * FROM {table} ORDER BY {_order(table)}"
-    )  # table names come from MIRRORED_TABLES
+#: a user at home at site `:site`
+_AT_HOME = "EXISTS (SELECT 1 FROM json_each(u.home_sites) WHERE value = :site)"
+_HOME_PEOPLE = f"SELECT u.username FROM users u WHERE {_AT_HOME}"
+#: which rows of the tables that hold people a home-scope site gets (every row of the others)
+_HOME_ROWS = {
+    "accounts": f"(kind = 'shared' OR id IN (SELECT u.account_id FROM users u WHERE {_AT_HOME}))",
+    "users": f"username IN ({_HOME_PEOPLE})",
+    "user_cards": f"username IN ({_HOME_PEOPLE})",
+    "shared_account_members": f"username IN ({_HOME_PEOPLE})",
+}
+#: the tables whose raw changes a home-scope feed replaces by `user_scope` markers
+_BY_MARKER = ("users", "user_cards", "shared_account_members")
+
+
+def _rows(cur: sqlite3.Cursor) -> Iterator[dict[str, Any]]:
     names = [d[0] for d in cur.description]
     for row in cur:
         yield dict(zip(names, row, strict=True))
 
 
-def current_row(conn: sqlite_utils.Database, table: str, pk: list[Any]) -> dict[str, Any] | None:
+def table_rows(conn: sqlite_utils.Database, table: str, home: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every row of a mirrored table, all its columns, in primary-key order (a lazy cursor);
+    with `home` (a site id), only the rows a home-scope site gets."""
+    where = f" WHERE {_HOME_ROWS[table]}" if home is not None and table in _HOME_ROWS else ""
+    # table names come from MIRRORED_TABLES
+    return _rows(conn.execute(f"SELECT * FROM {table}{where} ORDER BY {_order(table)}", {"site": home}))
+
+
+def _user_scope(conn: sqlite_utils.Database, seq: int, pk: list[Any], home: str) -> list[dict[str, Any]]:
+    """The changes a `user_scope` marker means to site `home`: the user replaced, removed, or
+    nothing (see the module's docstring)."""
+    username, before = pk[0], json.loads(pk[1])
+    now = conn.execute(
+        f"SELECT 1 FROM users u WHERE u.username = :user AND {_AT_HOME}", {"user": username, "site": home}
+    ).fetchone()
+    if now is None and home not in before:
+        return []
+    changes = [{"seq": seq, "table": "users", "pk": [username], "row": None}]
+    personal = conn.execute("SELECT id FROM accounts WHERE kind = 'personal' AND name = ?", [username])
+    if now is None:
+        return changes + [{"seq": seq, "table": "accounts", "pk": [i], "row": None} for (i,) in personal]
+    account = "SELECT a.* FROM accounts a JOIN users u ON u.account_id = a.id WHERE u.username = :user"
+    for table, sql in (
+        ("accounts", account),
+        ("users", "SELECT * FROM users WHERE username = :user"),
+        ("user_cards", "SELECT * FROM user_cards WHERE username = :user"),
+        ("shared_account_members", "SELECT * FROM shared_account_members WHERE username = :user"),
+    ):
+        for row in _rows(conn.execute(sql, {"user": username})):
+            pk_of = [row[c] for c in MIRRORED_TABLES[table]]
+            changes.append({"seq": seq, "table": table, "pk": pk_of, "row": row})
+    return changes
+
+
+def current_row(
+    conn: sqlite_utils.Database, table: str, pk: list[Any], home: str | None = None
+) -> dict[str, Any] | None:
+    """The row as it is now (None: deleted, or not one a home-scope site `home` gets)."""
     cols = MIRRORED_TABLES[table]
-    where = " AND ".join(f"{c} = ?" for c in cols)
-    cur = conn.execute(f"SELECT * FROM {table} WHERE {where}", pk)  # table names come from MIRRORED_TABLES
-    row = cur.fetchone()
-    if row is None:
-        return None
-    return dict(zip([d[0] for d in cur.description], row, strict=True))
+    where = " AND ".join(f"{c} = :k{i}" for i, c in enumerate(cols))
+    if home is not None and table in _HOME_ROWS:
+        where += f" AND {_HOME_ROWS[table]}"
+    params = {f"k{i}": v for i, v in enumerate(pk)} | {"site": home}
+    # table names come from MIRRORED_TABLES
+    return next(_rows(conn.execute(f"SELECT * FROM {table} WHERE {where}", params)), None)
 
 
-def changes_page(conn: sqlite_utils.Database, after: int, limit: int) -> dict[str, Any]:
-    """The rows changed after `after` (call inside one read transaction: one snapshot).
+def changes_page(
+    conn: sqlite_utils.Database, after: int, limit: int, home: str | None = None
+) -> dict[str, Any]:
+    """The rows changed after `after` (call inside one read transaction: one snapshot); with
+    `home` (a site id), as a home-scope site gets them.
 
     Groups change_log by (tbl, pk), ordered by each group's largest seq, at most `limit` groups;
     `cursor` is the last group's largest seq (or `after`). `reset` when the log was pruned past
@@ -69,12 +128,24 @@ def changes_page(conn: sqlite_utils.Database, after: int, limit: int) -> dict[st
     ).fetchall()
     changes: list[dict[str, Any]] = []
     for tbl, pk_text, seq in groups:
-        if tbl not in MIRRORED_TABLES:  # a table no longer mirrored: nothing a site can use
-            continue
         pk = json.loads(pk_text)
-        changes.append({"seq": seq, "table": tbl, "pk": pk, "row": current_row(conn, tbl, pk)})
+        if tbl == "user_scope" and home is not None:
+            changes.extend(_user_scope(conn, seq, pk, home))
+            continue
+        if tbl not in MIRRORED_TABLES:  # a marker, or a table no longer mirrored
+            continue
+        if home is not None and tbl in _BY_MARKER:
+            continue
+        row = current_row(conn, tbl, pk, home)
+        if row is None and home is not None and tbl in _HOME_ROWS and _exists(conn, tbl, pk):
+            continue  # someone else's personal account: not a deletion, and none of its business
+        changes.append({"seq": seq, "table": tbl, "pk": pk, "row": row})
     cursor = groups[-1][2] if groups else after
     return {"cursor": cursor, "reset": False, "changes": changes}
+
+
+def _exists(conn: sqlite_utils.Database, table: str, pk: list[Any]) -> bool:
+    return current_row(conn, table, pk) is not None
 
 
 def prune(conn: sqlite_utils.Database, *, older_than: str, batch: int = PRUNE_BATCH) -> int:

@@ -2,7 +2,8 @@
 (`mode_changes`).
 
 Keys in `sync_state`: `cursor` and `bootstrapped_at` (both absent while a bootstrap is under way
-or was cut short: the next start bootstraps again), `last_sync_at`, `mode` and `mode_since`.
+or was cut short: the next start bootstraps again), `mirror_scope` (of the last bootstrap; absent:
+"all"), `last_sync_at`, `mode` and `mode_since`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class SyncState:
     last_sync_at: str | None
     mode: Mode
     mode_since: str | None
+    mirror_scope: str = "all"
 
 
 def read(conn: sqlite_utils.Database) -> SyncState:
@@ -30,6 +32,7 @@ def read(conn: sqlite_utils.Database) -> SyncState:
         last_sync_at=values.get("last_sync_at"),
         mode=Mode(values.get("mode", Mode.ONLINE)),
         mode_since=values.get("mode_since"),
+        mirror_scope=values.get("mirror_scope", "all"),
     )
 
 
@@ -84,14 +87,19 @@ def begin_bootstrap(conn: sqlite_utils.Database) -> None:
     conn.execute("DELETE FROM sync_state WHERE key IN ('cursor', 'bootstrapped_at')")
 
 
-def pulled(conn: sqlite_utils.Database, cursor: int, now: str, *, bootstrapped: bool = False) -> None:
-    """A page (or the end of a bootstrap) is in: its cursor, in the same transaction as its rows."""
-    if bootstrapped:
-        _set(conn, cursor=cursor, bootstrapped_at=now, last_sync_at=now)
+def pulled(
+    conn: sqlite_utils.Database, cursor: int, now: str, *, bootstrapped_scope: str | None = None
+) -> None:
+    """A page (or the end of a bootstrap of that scope) is in: its cursor, in the same
+    transaction as its rows."""
+    if bootstrapped_scope is not None:
+        _set(conn, cursor=cursor, bootstrapped_at=now, last_sync_at=now, mirror_scope=bootstrapped_scope)
     else:
         _set(conn, cursor=cursor, last_sync_at=now)
 
 
-def bootstrapped_cursor(conn: sqlite_utils.Database) -> int | None:
-    """The stored cursor if a bootstrap finished (a pull may apply a page after it), else None."""
-    return read(conn).cursor
+def bootstrapped_cursor(conn: sqlite_utils.Database, scope: str = "all") -> int | None:
+    """The stored cursor if a bootstrap of this mirror scope finished (a pull may apply a page
+    after it), else None: a site whose scope changed bootstraps again."""
+    state = read(conn)
+    return state.cursor if state.mirror_scope == scope else None
