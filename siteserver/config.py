@@ -91,6 +91,8 @@ class RoleConfig(BaseSettings):
     data_dir: Path
     listen: str = "0.0.0.0:9191"
     admin_token: str | None = Field(None, min_length=16)
+    #: a bearer token that opens GET /metrics alone (the admin token always does)
+    metrics_token: str | None = Field(None, min_length=16)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     http: Http = Field(default_factory=Http)

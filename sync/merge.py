@@ -139,8 +139,11 @@ class Merger:
         stop: threading.Event,
         *,
         on_answered: Callable[[], None] | None = None,
+        on_verdicts: Callable[[Verdicts], None] | None = None,
     ) -> None:
         self.db = db
+        #: called with the primary's verdicts of each answered upload (the site's metrics)
+        self.on_verdicts = on_verdicts
         self.endpoints = endpoints
         self.stop = stop
         self.wake = threading.Event()
@@ -196,6 +199,8 @@ class Merger:
             return None
         if verdicts is None:
             self.wake.set()
+        elif self.on_verdicts is not None:
+            self.on_verdicts(verdicts)
         return verdicts
 
     def submit(self, entries: Sequence[journal_store.JournalRow], timeout: float) -> Future[Verdicts | None]:

@@ -13,6 +13,8 @@ from sync import wire
 from . import errors
 from .deps import Services
 from .limits import BodyLimit
+from .metrics import RequestTimer
+from .metrics import router as metrics_router
 
 
 def build_app(
@@ -23,8 +25,9 @@ def build_app(
     app = FastAPI(title=title, version="1", description=description)
     app.state.services = services
     errors.install(app)
-    for router in routers:
+    for router in (*routers, metrics_router):
         app.include_router(router)
     journal = {wire.PREFIX + wire.MERGE_PATH: http.max_journal_body_bytes}
     app.add_middleware(BodyLimit, max_bytes=http.max_body_bytes, own_caps=journal)
+    app.add_middleware(RequestTimer, metrics=services.metrics)
     return app

@@ -35,6 +35,17 @@ async def require_admin(
         raise Unauthorized("not a valid admin token")
 
 
+async def require_metrics_reader(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """The admin token, or the role's `metrics_token`, which opens `GET /metrics` alone."""
+    token = _token(creds)
+    services = services_of(request)
+    extra = services.metrics_token
+    if not (same_secret(token, services.admin_token) or (extra is not None and same_secret(token, extra))):
+        raise Unauthorized("not a valid admin or metrics token")
+
+
 async def require_machine(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> MachineCredential:
@@ -152,6 +163,7 @@ async def check_route_credentials(request: Request) -> None:
 
 
 Admin = Annotated[None, Depends(require_admin)]
+MetricsReader = Annotated[None, Depends(require_metrics_reader)]
 Machine = Annotated[MachineCredential, Depends(require_machine)]
 Device = Annotated[MachineCredential, Depends(require_device)]
 SignedSite = Annotated[str, Depends(require_site_signature)]

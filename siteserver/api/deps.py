@@ -7,7 +7,7 @@ thread hop per request on the hot path (card logins) for what is an attribute re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Protocol, TypeVar
 
@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from siteserver.admin.primary import PrimaryAdmin
 from siteserver.admin.site import SiteAdmin
 from siteserver.desk import DeviceDesk, FrontDesk, Machines, ProviderDesk
+from siteserver.metrics import Metrics
 from sync.service import SyncService
 
 T = TypeVar("T")
@@ -50,6 +51,8 @@ class Services:
     primary_health: PrimaryHealth | None = None
     sync: SyncService | None = None
     site_admin: SiteAdmin | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    metrics_token: str | None = None
 
 
 def services_of(request: Request) -> Services:

@@ -23,12 +23,14 @@ from siteserver.desk import FrontDesk
 from siteserver.desk.charging import LedgerCharging
 from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_pepper, load_or_create_token
+from siteserver.metrics import Metrics
 from siteserver.serving import serve_role
 from siteserver.store import Database, feed
 from siteserver.store.db import private_dir
 from sync.service import SyncService
 
 from .guard import DuplicateServer, Guard, load_server_uuid
+from .observe import PrimaryMetrics
 
 log = logging.getLogger("siteserver.primary")
 
@@ -77,6 +79,8 @@ class PrimaryServer:
         self.guard = Guard(
             self.db, self.server_uuid, config.high_availability_guard, on_activate=self._activate
         )
+        self.metrics = Metrics()
+        PrimaryMetrics(self.metrics, self.db, self.guard)
         hasher = SecretHasher(load_or_create_pepper(config.secrets_path))
         sessions = SessionRegistry()
         self.admin = PrimaryAdmin(self.db, hasher, self._epoch, sessions, self.hashing)
@@ -155,6 +159,8 @@ class PrimaryServer:
                 primary_admin=self.admin,
                 primary_health=PrimaryHealth(self.health_key, self.guard, self.config.database),
                 sync=self.sync,
+                metrics=self.metrics,
+                metrics_token=self.config.metrics_token,
             ),
         )
         app.add_middleware(MergeShedding, gate=self.sync.apply.gate)

@@ -33,6 +33,7 @@ from siteserver.desk import FrontDesk
 from siteserver.desk.journal_charging import JournalCharging
 from siteserver.domain import SecretHasher, SessionRegistry
 from siteserver.keys import load_or_create_token
+from siteserver.metrics import Metrics
 from siteserver.serving import serve_role
 from siteserver.store import Database, jobs, journal, sync_state
 from siteserver.timeutil import iso, now_iso, utcnow
@@ -45,6 +46,7 @@ from sync.pull import Mirror
 from .errors import NotEnrolled
 from .identity import Identity
 from .monitor import WanMonitor
+from .observe import SiteMetrics
 
 log = logging.getLogger("siteserver.site")
 
@@ -92,7 +94,15 @@ class SiteServer:
         )
         # Set when a request's merge missed its budget, cleared once an upload is answered again.
         budget_missed = threading.Event()
-        self.merger = Merger(self.db, self.endpoints, self.stop_event, on_answered=budget_missed.clear)
+        self.metrics = Metrics()
+        observed = SiteMetrics(self.metrics, self.db, self.endpoints)
+        self.merger = Merger(
+            self.db,
+            self.endpoints,
+            self.stop_event,
+            on_answered=budget_missed.clear,
+            on_verdicts=observed.verdicts,
+        )
         self.mirror = Mirror(
             self.db,
             self.endpoints,
@@ -108,6 +118,7 @@ class SiteServer:
             identity.load_health_key(),
             self.stop_event,
             on_primary_back=self.merger.wake.set,  # merge the journal at once
+            on_probe_secs=observed.probe.observe,
         )
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
         charging = JournalCharging(
@@ -231,7 +242,13 @@ class SiteServer:
             "store, its health URL and site administration. See CONTRACT.md.",
             routers=(device.router, provider.router, site_admin.health_router, site_admin.router),
             http=self.config.http,
-            services=Services(admin_token=self.admin_token, desk=self.desk, site_admin=self.admin),
+            services=Services(
+                admin_token=self.admin_token,
+                desk=self.desk,
+                site_admin=self.admin,
+                metrics=self.metrics,
+                metrics_token=self.config.metrics_token,
+            ),
         )
 
 

@@ -58,8 +58,11 @@ class WanMonitor:
         stop: threading.Event,
         *,
         on_primary_back: Callable[[], object] | None = None,
+        on_probe_secs: Callable[[float], object] | None = None,
     ) -> None:
         self.db = db
+        #: told how long each probe took (the site's metrics)
+        self.on_probe_secs = on_probe_secs
         self.endpoints = endpoints
         self.interval = wan.probe_interval_secs
         self.timeout = min(wan.probe_interval_secs, wan.request_budget_ms / 1000)
@@ -95,6 +98,14 @@ class WanMonitor:
     # -- probing ---------------------------------------------------------------------------------
 
     def _probe(self, ep: Endpoint) -> str:
+        started = time.monotonic()
+        try:
+            return self._probe_once(ep)
+        finally:
+            if self.on_probe_secs is not None:
+                self.on_probe_secs(time.monotonic() - started)
+
+    def _probe_once(self, ep: Endpoint) -> str:
         params: dict[str, str | int] = {"disk-threshold-mb": 1}
         if self.health_key:
             params["Authorization"] = self.health_key

@@ -125,6 +125,14 @@ def pending_count(conn: sqlite_utils.Database) -> int:
     return int(conn.execute("SELECT COALESCE(SUM(entries), 0) FROM journal_unmerged").fetchone()[0])
 
 
+def oldest_pending_at(conn: sqlite_utils.Database) -> str | None:
+    """When the oldest entry the primary has not answered was made (None: nothing pending)."""
+    row = conn.execute(
+        "SELECT occurred_at FROM journal WHERE status = 'pending' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def counts(conn: sqlite_utils.Database) -> dict[str, int]:
     """The journal by answer: `pending`, `merged` (applied, with a conflict or not, or duplicate)
     and `rejected`; and merged by the primary's verdict."""

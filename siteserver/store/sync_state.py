@@ -78,6 +78,11 @@ def mode_history(conn: sqlite_utils.Database) -> list[ModeChange]:
     ]
 
 
+def mode_change_counts(conn: sqlite_utils.Database) -> dict[str, int]:
+    """How many times the site changed to each mode, ever."""
+    return {str(m): int(n) for m, n in conn.execute("SELECT mode, count(*) FROM mode_changes GROUP BY mode")}
+
+
 def forget_bootstrap(conn: sqlite_utils.Database) -> None:
     """The next pull bootstraps again (the feed no longer reaches the cursor, or a page did not fit)."""
     conn.execute("DELETE FROM sync_state WHERE key = 'bootstrapped_at'")
