@@ -94,6 +94,8 @@ class RoleConfig(BaseSettings):
     #: a bearer token that opens GET /metrics alone (the admin token always does)
     metrics_token: str | None = Field(None, min_length=16)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: "json": one JSON object a line, for log shippers
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = True
     http: Http = Field(default_factory=Http)
 

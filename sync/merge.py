@@ -124,6 +124,20 @@ class Progress:
             )
 
 
+def _log_answers(url: str, verdicts: Verdicts, background: bool) -> None:
+    """A background batch once at info (a device's own push at debug: one a charge), each
+    conflict and rejection once at warning (a later answer for the entry is a duplicate)."""
+    by_status: dict[str, int] = {}
+    for txn_id, v in verdicts.items():
+        by_status[v.status] = by_status.get(v.status, 0) + 1
+        if v.conflict is not None:
+            log.warning("entry %s applied with conflict %s: %s", txn_id, v.conflict.kind, v.conflict.action)
+        elif v.status == "rejected":
+            log.warning("entry %s rejected by the primary: %s", txn_id, v.reason)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+    log.log(logging.INFO if background else logging.DEBUG, "merge batch into %s: %s", url, counts)
+
+
 def verdict_of(r: wire.MergeResult) -> MergeVerdict:
     conflict = None if r.conflict is None else r.conflict.domain()
     return MergeVerdict(r.status, r.seq, r.balance_cents, r.reason, conflict, r.account, r.amount_cents)
@@ -199,7 +213,9 @@ class Merger:
             return None
         if verdicts is None:
             self.wake.set()
-        elif self.on_verdicts is not None:
+            return None
+        _log_answers(ep.url, verdicts, background)
+        if self.on_verdicts is not None:
             self.on_verdicts(verdicts)
         return verdicts
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
+from starlette.middleware import Middleware
 
 from siteserver.config import Http
 from sync import wire
@@ -15,13 +16,21 @@ from .deps import Services
 from .limits import BodyLimit
 from .metrics import RequestTimer
 from .metrics import router as metrics_router
+from .request_id import RequestId
 
 
 def build_app(
-    *, title: str, description: str, routers: Sequence[APIRouter], services: Services, http: Http
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    services: Services,
+    http: Http,
+    middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
     """Routers are included in the order given: put the hot path (device routes) first, route
-    matching walks the list in order."""
+    matching walks the list in order. A role's own `middleware` runs inside the request id and
+    the timer (its answers carry both), the first given outermost."""
     app = FastAPI(title=title, version="1", description=description)
     app.state.services = services
     errors.install(app)
@@ -29,5 +38,8 @@ def build_app(
         app.include_router(router)
     journal = {wire.PREFIX + wire.MERGE_PATH: http.max_journal_body_bytes}
     app.add_middleware(BodyLimit, max_bytes=http.max_body_bytes, own_caps=journal)
+    for m in reversed(middleware):
+        app.add_middleware(m.cls, *m.args, **m.kwargs)
     app.add_middleware(RequestTimer, metrics=services.metrics)
+    app.add_middleware(RequestId)
     return app

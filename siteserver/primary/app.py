@@ -9,6 +9,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from migrations.primary import migrations
@@ -162,15 +163,18 @@ class PrimaryServer:
                 metrics=self.metrics,
                 metrics_token=self.config.metrics_token,
             ),
+            # A passive member refuses before the merge's shedding is asked.
+            middleware=(
+                Middleware(ActiveOnly, guard=self.guard),
+                Middleware(MergeShedding, gate=self.sync.apply.gate),
+            ),
         )
-        app.add_middleware(MergeShedding, gate=self.sync.apply.gate)
-        app.add_middleware(ActiveOnly, guard=self.guard)
         return app
 
 
 def run(config: PrimaryConfig) -> int:
     """`siteserver primary run`: serve until SIGTERM/SIGINT; exit 3 on a duplicate server.uuid."""
-    log_config = logs.setup(config.log_level)
+    log_config = logs.setup(config.log_level, config.log_format, role="primary")
     server = PrimaryServer(config)
     try:
         server.start()

@@ -255,7 +255,7 @@ class SiteServer:
 def run(config: SiteConfig) -> int:
     """`siteserver site run`: serve until SIGTERM/SIGINT. Raises NotEnrolled (exit 2)."""
     check_enrollment(config)
-    log_config = logs.setup(config.log_level)
+    log_config = logs.setup(config.log_level, config.log_format, role="site", site_id=config.site_id)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per long poll is noise
     server = SiteServer(config)
     server.start()
