@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -78,6 +78,31 @@ class Http(_Section):
     max_connections: int = Field(1000, ge=1, le=1_000_000)
 
 
+class Tls(_Section):
+    """HTTPS on `listen` (CONTRACT v1.1 `[tls]`; absent: plain HTTP, for MFDs that need it). A site
+    with `generate = true` makes its own self-signed certificate in data_dir on first start; a
+    site verifies the primary against `ca_file` (absent: the system's store)."""
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+    generate: bool = False
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Tls:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("[tls] needs both certificate and private_key, or neither")
+        if self.generate and self.certificate is not None:
+            raise ValueError(
+                "[tls] generate = true makes its own certificate: leave certificate and private_key out"
+            )
+        return self
+
+    @property
+    def serves(self) -> bool:
+        return self.generate or self.certificate is not None
+
+
 def _listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -98,6 +123,7 @@ class RoleConfig(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
     http: Http = Field(default_factory=Http)
+    tls: Tls = Field(default_factory=Tls)
 
     _check_listen = field_validator("listen")(lambda cls, v: _listen(v))
 
@@ -131,6 +157,12 @@ class PrimaryConfig(RoleConfig):
     high_availability_guard: HighAvailabilityGuard = Field(
         default_factory=HighAvailabilityGuard, alias="high-availability-guard"
     )
+
+    @model_validator(mode="after")
+    def _no_generated_certificate(self) -> PrimaryConfig:
+        if self.tls.generate:
+            raise ValueError("[tls] generate is for a site: give the primary its certificate and private_key")
+        return self
 
     @property
     def secrets_path(self) -> Path:

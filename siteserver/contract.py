@@ -418,7 +418,8 @@ class EndpointOut(BaseModel):
     url: str
     state: str
     last_ok_at: str | None
-    #: set when a balancer at this URL routes some requests to the passive member (v1.1 extension)
+    #: set when a balancer at this URL routes some requests to the passive member, or when the
+    #: primary's TLS certificate was refused (the state is then `tls_refused`) (v1.1 extension)
     note: str | None = None
 
 
@@ -498,6 +499,15 @@ class OfflineExposureOut(BaseModel):
     per_user_cap_cents: int | None
 
 
+class TlsOut(BaseModel):
+    """How the site serves (v1.1): HTTPS with this certificate, or plain HTTP."""
+
+    serving: Literal["https", "http"]
+    certificate: str | None = None
+    fingerprint: str | None = None  # SHA256:AB:CD:… of the certificate, as an admin compares it
+    generated: bool = False
+
+
 class SiteStatusOut(BaseModel):
     site_id: str
     mode: Mode
@@ -508,6 +518,7 @@ class SiteStatusOut(BaseModel):
     merge: MergeProgressOut | None = None
     outages: list[OutageOut]
     offline_exposure: OfflineExposureOut
+    tls: TlsOut | None = None
 
 
 class PullOut(BaseModel):

@@ -28,6 +28,11 @@ def _write_new(path: Path, content: str) -> bool:
         tmp.unlink()
 
 
+def write_private(path: Path, content: str) -> bool:
+    """A new file only its owner may read (a private key); False if it already existed."""
+    return _write_new(path, content)
+
+
 def load_or_create_token(path: Path, configured: str | None) -> str:
     """The configured value if given, else the one in `path`, made on first start."""
     if configured:

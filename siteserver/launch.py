@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,9 @@ class RoleProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        tls = tomllib.loads(self.config.read_text()).get("tls", {})
+        scheme = "https" if tls.get("certificate") or tls.get("generate") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> RoleProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's life
@@ -118,7 +121,8 @@ class RoleProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.role} exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                httpx.get(self.url + self.health_probe_path, timeout=0.5)
+                # Any answer will do, over a certificate of any kind: it listens.
+                httpx.get(self.url + self.health_probe_path, timeout=0.5, verify=False)
                 return
             except httpx.HTTPError:
                 time.sleep(0.05)

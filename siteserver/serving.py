@@ -9,11 +9,13 @@ import gc
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from siteserver import tls
 from siteserver.config import Http, RoleConfig
 
 # A request allocates thousands of short-lived objects. With CPython's default thresholds the
@@ -116,8 +118,10 @@ def serve(
     access_log: bool,
     http: Http,
     log_config: dict[str, Any] | None = None,
+    tls_files: tuple[Path, Path] | None = None,
 ) -> bool:
-    """Serve until SIGTERM/SIGINT; False if the server could not start (port taken)."""
+    """Serve until SIGTERM/SIGINT, over HTTPS with `tls_files` (certificate, private key); False
+    if the server could not start (port taken)."""
     server = _Server(
         uvicorn.Config(
             app,
@@ -128,6 +132,8 @@ def serve(
             access_log=access_log,
             timeout_graceful_shutdown=5,
             lifespan="off",
+            ssl_certfile=str(tls_files[0]) if tls_files else None,
+            ssl_keyfile=str(tls_files[1]) if tls_files else None,
         )
     )
     tune_gc()
@@ -148,6 +154,7 @@ def serve_role(
             access_log=config.access_log,
             http=config.http,
             log_config=log_config,
+            tls_files=tls.server_files(config.tls, Path(config.data_dir), config.host),
         )
     finally:
         stop()

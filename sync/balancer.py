@@ -10,6 +10,7 @@ again, a few times within the request's own timeout, and is not counted as the p
 from __future__ import annotations
 
 import json
+import ssl
 
 import httpx
 
@@ -34,9 +35,14 @@ def sent_to_passive(response: httpx.Response) -> bool:
 
 
 def fresh_connections(
-    timeout: float | httpx.Timeout, transport: httpx.BaseTransport | None = None
+    timeout: float | httpx.Timeout,
+    transport: httpx.BaseTransport | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.Client:
     """A client that opens a new connection for every request (none kept alive)."""
     return httpx.Client(
-        timeout=timeout, transport=transport, limits=httpx.Limits(max_keepalive_connections=0)
+        timeout=timeout,
+        transport=transport,
+        verify=verify,
+        limits=httpx.Limits(max_keepalive_connections=0),
     )

@@ -4,6 +4,7 @@ builds each request from `sync.wire`'s models and parses each answer with them."
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,13 @@ from .errors import SyncFailed
 M = TypeVar("M", bound=BaseModel)
 
 
-def enroll(base_url: str, body: wire.EnrollIn, *, timeout: float | httpx.Timeout = 5.0) -> httpx.Response:
+def enroll(
+    base_url: str,
+    body: wire.EnrollIn,
+    *,
+    timeout: float | httpx.Timeout = 5.0,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.Response:
     """Unsigned: the one-time enrollment token in the body is the credential. The caller reads the
     answer (`wire.EnrollOut` on 200, an error body otherwise)."""
 
@@ -30,6 +37,7 @@ def enroll(base_url: str, body: wire.EnrollIn, *, timeout: float | httpx.Timeout
             content=body.model_dump_json(),
             headers={"Content-Type": "application/json"},
             timeout=timeout,
+            verify=verify,
         )
 
     response = post()
@@ -83,15 +91,19 @@ class SyncClient:
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         """`transport`: what carries the requests (default: the network; tests pass an
-        `httpx.MockTransport` that answers like the primary)."""
+        `httpx.MockTransport` that answers like the primary); `verify`: how an https:// primary's
+        certificate is checked (siteserver.tls.client_context)."""
         self.site_id = site_id
         self.private_key = private_key
         self.clock = clock
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport, verify=verify
+        )
         #: for a request a balancer sent to the passive member: asked again on a new connection
-        self.fresh = balancer.fresh_connections(timeout, transport)
+        self.fresh = balancer.fresh_connections(timeout, transport, verify)
         #: answers of the passive member that a retry replaced (a balancer with a TCP check)
         self.passive_answers = 0
 

@@ -5,6 +5,7 @@ active member."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass, field
 
@@ -32,9 +33,13 @@ class Endpoint:
     last_ok_at: str | None = None
     #: a probe here was answered by the passive member, then by the active one on a retry
     passive_routed: bool = False
+    #: why the last probe refused the primary's TLS certificate (None: it did not)
+    tls_refused: str | None = None
 
     @property
     def note(self) -> str | None:
+        if self.tls_refused is not None:
+            return self.tls_refused
         routed = self.passive_routed or self.feed.passive_answers or self.quick.passive_answers
         return balancer.NOTE if routed else None
 
@@ -57,11 +62,13 @@ class Endpoints:
         *,
         feed_timeout: float,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> Endpoints:
-        """`transport`: where requests go instead of the network (tests: httpx.MockTransport)."""
+        """`transport`: where requests go instead of the network (tests: httpx.MockTransport);
+        `verify`: how an https:// primary's certificate is checked."""
 
         def client(url: str, timeout: float) -> SyncClient:
-            return SyncClient(url, site_id, key, timeout=timeout, transport=transport)
+            return SyncClient(url, site_id, key, timeout=timeout, transport=transport, verify=verify)
 
         return cls([Endpoint(u, client(u, feed_timeout), client(u, QUICK_TIMEOUT_SECS)) for u in urls])
 

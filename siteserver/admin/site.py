@@ -99,6 +99,7 @@ class SiteAdmin:
     mirror: Mirror
     merger: Merger
     caps: Offline
+    tls: contract.TlsOut | None = None
     _reporting: threading.Lock = field(default_factory=threading.Lock)
 
     async def health(self) -> contract.SiteHealthOut:
@@ -108,7 +109,7 @@ class SiteAdmin:
     async def status(self) -> contract.SiteStatusOut:
         view = self.endpoints.view()
         status = await self.db.read(lambda conn: site_status(conn, self.site_id, view, self.caps))
-        return status.model_copy(update={"merge": self.merger.progress.view()})
+        return status.model_copy(update={"merge": self.merger.progress.view(), "tls": self.tls})
 
     async def pull_now(self) -> contract.PullOut:
         """One pull from the primary, at once; `primary_unreachable` (503) when it fails."""

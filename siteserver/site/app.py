@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 import siteserver
 from migrations.site import migrations
-from siteserver import logs
+from siteserver import contract, logs, tls
 from siteserver.admin.site import SiteAdmin
 from siteserver.api import device, provider, site_admin
 from siteserver.api.application import build_app
@@ -86,11 +86,13 @@ class SiteServer:
         self.db.open(migrations)
         self.db.write_sync(self._init_state, fenced=False)
         self.stop_event = threading.Event()
+        verify = tls.client_context(config.tls.ca_file)
         self.endpoints = Endpoints.create(
             config.primary,
             config.site_id,
             identity.load_key(),
             feed_timeout=config.sync.changes_wait_secs + FEED_TIMEOUT_MARGIN_SECS,
+            verify=verify,
         )
         # Set when a request's merge missed its budget, cleared once an upload is answered again.
         budget_missed = threading.Event()
@@ -119,6 +121,7 @@ class SiteServer:
             self.stop_event,
             on_primary_back=self.merger.wake.set,  # merge the journal at once
             on_probe_secs=observed.probe.observe,
+            verify=verify,
         )
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hashing")
         charging = JournalCharging(
@@ -140,7 +143,13 @@ class SiteServer:
             site_id=config.site_id,
         )
         self.admin = SiteAdmin(
-            self.db, config.site_id, self.endpoints, self.mirror, self.merger, config.offline
+            self.db,
+            config.site_id,
+            self.endpoints,
+            self.mirror,
+            self.merger,
+            config.offline,
+            self.tls_status(),
         )
         self._threads: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(timezone="UTC")
@@ -234,6 +243,18 @@ class SiteServer:
         self.hashing.shutdown(wait=False)
         self.merger.close()
         self.db.close()
+
+    def tls_status(self) -> contract.TlsOut:
+        """How this site serves; a generated certificate is made here, on first start."""
+        files = tls.server_files(self.config.tls, Path(self.config.data_dir), self.config.host)
+        if files is None:
+            return contract.TlsOut(serving="http")
+        return contract.TlsOut(
+            serving="https",
+            certificate=str(files[0]),
+            fingerprint=tls.fingerprint(files[0]),
+            generated=self.config.tls.generate,
+        )
 
     def app(self) -> FastAPI:
         return build_app(

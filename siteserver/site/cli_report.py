@@ -11,7 +11,7 @@ import httpx
 
 from siteserver.config import SiteConfig
 
-from .cli_status import admin_token, site_url
+from .cli_status import admin_token, site_url, site_verify
 
 #: making a report of a long window checks every entry against the primary: allow it time
 REPORT_TIMEOUT_SECS = 300.0
@@ -33,7 +33,9 @@ def reconcile(
     window = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=REPORT_TIMEOUT_SECS) as c:
+        with httpx.Client(
+            base_url=url, headers=headers, timeout=REPORT_TIMEOUT_SECS, verify=site_verify(config)
+        ) as c:
             made = c.post("/api/admin/v1/reports/reconciliation", json=window)
             if made.status_code == 422:
                 _say(f"the site refused the window: {made.json().get('detail', made.text[:200])}")

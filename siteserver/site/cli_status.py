@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,17 @@ def site_url(config: SiteConfig) -> str:
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.port}"
+    return f"{'https' if config.tls.serves else 'http'}://{host}:{config.port}"
+
+
+def site_verify(config: SiteConfig) -> ssl.SSLContext | bool:
+    """How the CLI checks its own site's certificate: the certificate it generated, pinned; a
+    configured one is not checked (the CLI reaches its own process on this machine)."""
+    if not config.tls.serves:
+        return True
+    if config.tls.generate:
+        return ssl.create_default_context(cafile=str(Path(config.data_dir) / "tls" / "cert.pem"))
+    return False
 
 
 def render(s: dict[str, Any]) -> str:
@@ -40,9 +51,15 @@ def render(s: dict[str, Any]) -> str:
     ]
     for e in s["primary"]["endpoints"]:
         lines.append(f"            {e['url']}  {e['state']}  last ok {e['last_ok_at'] or 'never'}")
+        if e.get("note"):
+            lines.append(f"              {e['note']}")
     sync = s["sync"]
     lag = f"{sync['lag_secs']:.1f} s" if sync["lag_secs"] is not None else "-"
     cursor = sync["cursor"] if sync["cursor"] is not None else "-"
+    t = s.get("tls")
+    if t is not None:
+        served = f"https, {t['fingerprint']}" if t["serving"] == "https" else "http (no TLS)"
+        lines.append(f"serves      {served}")
     lines.append(f"last sync   {sync['last_sync_at'] or 'never'}  (lag {lag}, cursor {cursor})")
     j = s["journal"]
     lines.append(
@@ -86,6 +103,7 @@ def show_status(config: SiteConfig) -> int:
             url + "/api/admin/v1/status",
             headers={"Authorization": f"Bearer {token}"},
             timeout=TIMEOUT_SECS,
+            verify=site_verify(config),
         )
     except httpx.HTTPError as e:
         print(

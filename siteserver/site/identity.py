@@ -22,6 +22,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from siteserver import tls
 from siteserver.config import SiteConfig
 from siteserver.store.db import private_dir
 from siteserver.timeutil import now_iso
@@ -113,6 +114,7 @@ def enroll(config: SiteConfig, token: str) -> str:
     key = identity.load_or_create_key()
     public = signing.public_key_text(key)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_SECS, connect=CONNECT_TIMEOUT_SECS)
+    verify = tls.client_context(config.tls.ca_file)
     try:
         body = wire.EnrollIn(site_id=config.site_id, enrollment_token=token, public_key=public)
     except ValidationError as e:
@@ -120,9 +122,9 @@ def enroll(config: SiteConfig, token: str) -> str:
     unreachable: list[str] = []
     for url in config.primary:
         try:
-            r = enroll_request(url, body, timeout=timeout)
+            r = enroll_request(url, body, timeout=timeout, verify=verify)
         except httpx.HTTPError as e:
-            unreachable.append(f"{url} ({type(e).__name__})")
+            unreachable.append(f"{url} ({tls.refused_reason(e) or type(e).__name__})")
             continue
         if r.status_code == 503:  # a passive member: try the next one
             unreachable.append(f"{url} (passive)")

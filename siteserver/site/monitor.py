@@ -20,6 +20,7 @@ A change of mode is written to `sync_state` (mode, mode_since) and appended to `
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from concurrent.futures import wait as wait_futures
 
 import httpx
 
+from siteserver import tls
 from siteserver.config import Wan
 from siteserver.domain.modes import Mode, ModeMachine, Transition
 from siteserver.store import Database, journal, sync_state
@@ -38,6 +40,10 @@ from sync.endpoints import Endpoint, Endpoints
 log = logging.getLogger("siteserver.site.wan")
 
 HEALTH_PATH = "/api/health/application-server/status"
+
+
+#: an endpoint whose TLS certificate the site refused (a wrong CA): it is not synced with
+TLS_REFUSED = "tls_refused"
 
 
 def probe_state(status_code: int | None) -> str:
@@ -59,6 +65,7 @@ class WanMonitor:
         *,
         on_primary_back: Callable[[], object] | None = None,
         on_probe_secs: Callable[[float], object] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.db = db
         #: told how long each probe took (the site's metrics)
@@ -79,6 +86,7 @@ class WanMonitor:
         self._http = httpx.Client(
             timeout=httpx.Timeout(self.timeout),
             limits=httpx.Limits(max_keepalive_connections=0),  # a fresh connection per probe
+            verify=verify,
         )
         self._warned_no_key = False
         self.rounds = 0
@@ -119,8 +127,17 @@ class WanMonitor:
                     ep.passive_routed = True
                     log.warning("primary endpoint %s: %s", ep.url, balancer.NOTE)
         except httpx.HTTPError as e:
+            refused = tls.refused_reason(e)
+            if refused is not None:
+                if ep.tls_refused != refused:  # once, until it changes
+                    log.error("primary endpoint %s: %s; the site does not sync with it", ep.url, refused)
+                ep.tls_refused = refused
+                return TLS_REFUSED
             log.debug("probe of %s failed: %s", ep.url, type(e).__name__)
             return "down"
+        if ep.tls_refused is not None:
+            log.info("primary endpoint %s: its TLS certificate is accepted now", ep.url)
+            ep.tls_refused = None
         if r.status_code == 401 and not self._warned_no_key:
             self._warned_no_key = True
             if self.health_key:

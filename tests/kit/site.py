@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -116,7 +117,12 @@ class Branch:
         return self
 
     def client(self, token: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        # A site serving its generated certificate is trusted by exactly that certificate.
+        own = self.data_dir / "tls" / "cert.pem"
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(own)) if own.exists() else True
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=verify
+        )
 
     def admin(self) -> httpx.Client:
         return self.client(self.admin_token)
@@ -143,6 +149,7 @@ def configure_site(
     wan: dict[str, Any] | None = None,
     primary_urls: list[str] | None = None,
     sync: dict[str, Any] | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> Branch:
     """The one way to make a site process: its configuration (in `tmp`: site.toml, data in
     tmp/site, log tmp/site.log; `[sync] changes_wait_secs = 2`) and, unless `enroll=False`,
@@ -156,6 +163,8 @@ def configure_site(
     wan_keys = {**({"request_budget_ms": budget_ms} if budget_ms is not None else {}), **(wan or {})}
     if wan_keys:
         extra["wan"] = wan_keys
+    if tls:
+        extra["tls"] = {k: v if isinstance(v, bool) else str(v) for k, v in tls.items()}
     cfg = site_config(
         tmp,
         site_id=world.site_id if world is not None else SITE,
