@@ -101,6 +101,7 @@ def test_both_roles_expose_metrics_to_their_tokens_only(
         assert value(text, "siteserver_mode", 'mode="online"') == 1.0
         assert value(text, "siteserver_primary_endpoint_up", f'url="{proxy.url}"') == 1.0
         assert value(text, "siteserver_journal_pending_entries") == 0
+        assert value(text, "siteserver_merge_entries_total", 'status="applied_with_conflict"') == 0
 
         proxy.set("blackhole")  # the WAN is cut: the site takes over and says so
         eventually(

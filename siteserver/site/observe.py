@@ -4,9 +4,11 @@ at each scrape its mode, endpoints, backlog, oldest pending entry, mode changes 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import get_args
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from siteserver.domain.merge import MergeStatus
 from siteserver.domain.modes import Mode
 from siteserver.metrics import Metrics
 from siteserver.store import Database, journal, sync_state
@@ -27,6 +29,8 @@ class SiteMetrics:
         self.merged = metrics.counter(
             "siteserver_merge_entries_total", "Journal entries the primary answered, by verdict", ["status"]
         )
+        for status in get_args(MergeStatus):  # every verdict shown from the start, at 0
+            self.merged.labels(status)
         metrics.gauges(self.gather)
 
     def verdicts(self, found: Verdicts) -> None:
