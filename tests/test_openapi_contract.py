@@ -204,7 +204,7 @@ def _query(op: dict[str, Any]) -> dict[str, str]:
 
 
 def _realm(path: str) -> str:
-    if path.startswith("/api/admin/"):
+    if path.startswith("/api/admin/") or path == "/metrics":  # the admin token opens /metrics too
         return "admin"
     if path.startswith(("/api/device/", "/api/provider/")):
         return "machine"

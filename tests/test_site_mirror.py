@@ -329,6 +329,13 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
             "merge",
             "outages",
             "offline_exposure",
+            "tls",
+        }
+        assert body["tls"] == {
+            "serving": "http",
+            "certificate": None,
+            "fingerprint": None,
+            "generated": False,
         }
         assert body["site_id"] == SITE and body["mode"] == "online" and body["since"]
         assert body["primary"]["active"] == primary.url
