@@ -3,6 +3,7 @@ them politely or with SIGKILL. Used by the demo, the tests and the benchmarks al
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -89,8 +90,9 @@ class RoleProcess:
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
-    @property
+    @functools.cached_property
     def url(self) -> str:
+        # Read once: polled in loops, and a role's scheme does not change while it runs.
         tls = tomllib.loads(self.config.read_text()).get("tls", {})
         scheme = "https" if tls.get("certificate") or tls.get("generate") else "http"
         return f"{scheme}://127.0.0.1:{self.port}"

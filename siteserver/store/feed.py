@@ -82,8 +82,8 @@ def _user_scope(conn: sqlite_utils.Database, seq: int, pk: list[Any], home: str)
     if now is None and home not in before:
         return []
     changes = [{"seq": seq, "table": "users", "pk": [username], "row": None}]
-    personal = conn.execute("SELECT id FROM accounts WHERE kind = 'personal' AND name = ?", [username])
     if now is None:
+        personal = conn.execute("SELECT id FROM accounts WHERE kind = 'personal' AND name = ?", [username])
         return changes + [{"seq": seq, "table": "accounts", "pk": [i], "row": None} for (i,) in personal]
     account = "SELECT a.* FROM accounts a JOIN users u ON u.account_id = a.id WHERE u.username = :user"
     for table, sql in (
