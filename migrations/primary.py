@@ -325,3 +325,15 @@ ALTER TABLE users ADD COLUMN home_sites TEXT NOT NULL DEFAULT '[]';
 """
         + "".join(triggers),
     )
+
+
+@migrations()
+def m008_site_last_outage(conn: sqlite_utils.Database) -> None:
+    run_script(
+        conn,
+        """
+-- Each site's last outage as it reported it in a heartbeat (the fleet page shows it).
+ALTER TABLE sites ADD COLUMN last_outage_started_at TEXT;
+ALTER TABLE sites ADD COLUMN last_outage_ended_at TEXT;
+""",
+    )

@@ -181,6 +181,11 @@ class FindMeQueueOut(BaseModel):
     printers: list[str]
 
 
+class OutageSpanOut(BaseModel):
+    started_at: str
+    ended_at: str | None
+
+
 class SiteOut(BaseModel):
     site_id: str
     name: str
@@ -191,6 +196,8 @@ class SiteOut(BaseModel):
     mode: str | None
     journal_backlog: int | None
     findme_queues: list[FindMeQueueOut]
+    heartbeat_secs: float | None = None  # how often the site says it heartbeats (v1.1)
+    last_outage: OutageSpanOut | None = None  # the site's last outage as it reported it (v1.1)
 
 
 class SitesOut(BaseModel):
@@ -441,6 +448,7 @@ class JournalCountsOut(BaseModel):
     applied: int = 0  # of merged: applied as made
     applied_with_conflict: int = 0  # of merged: applied with a conflict the primary settled
     duplicate: int = 0  # of merged: the primary had it before
+    oldest_pending_at: str | None = None  # when the oldest pending entry was made (status only)
 
 
 class MergeProgressOut(BaseModel):
@@ -512,6 +520,7 @@ class SiteStatusOut(BaseModel):
     site_id: str
     mode: Mode
     since: str | None
+    mode_cause: str | None = None  # why the site changed to this mode (null: it never changed)
     primary: PrimaryOut
     sync: SyncOut
     journal: JournalCountsOut

@@ -312,6 +312,8 @@ def _print_guide(
         f"""
 Where to look:
 
+  Fleet page (browser)   {url}/admin        (log in with the primary admin token below)
+  Site page (browser)    {site_url}/admin   (log in with the site admin token below)
   Primary (active)       {url}
   API documentation      {url}/docs
   Health (load balancer) {health_url(url, health)}

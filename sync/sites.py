@@ -98,6 +98,9 @@ class Sites:
                 mode=body.mode.value,
                 journal_backlog=body.journal_backlog,
                 interval_secs=body.interval_secs,
+                last_outage=None
+                if body.last_outage is None
+                else (body.last_outage.started_at, body.last_outage.ended_at),
                 now=now,
             )
         )

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from siteserver.contract import ConflictOut, Uuid
+from siteserver.contract import ConflictOut, Instant, Uuid
 from siteserver.domain.merge import MergeStatus
 from siteserver.domain.modes import Mode
 from siteserver.domain.money import MAX_AMOUNT_CENTS
@@ -70,12 +70,19 @@ class EnrollOut(BaseModel):
     health_key: str | None = None  # the health URL's key, for the site's WAN monitor
 
 
+class OutageSpan(_Request):
+    started_at: Instant
+    ended_at: Instant | None  # None: still offline (a site says so once it can reach a primary)
+
+
 class HeartbeatIn(_Request):
     mode: Annotated[Mode, Field(strict=False)]  # a JSON string
     journal_backlog: Annotated[int, Field(ge=0, le=2**62)]
     version: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
     #: how often this site sends one (extension): the fleet health URL allows three of them
     interval_secs: Annotated[float, Field(gt=0, le=3600)] | None = None
+    #: the site's last outage as it saw it (extension): the primary's fleet page shows it
+    last_outage: OutageSpan | None = None
 
 
 class HeartbeatOut(BaseModel):

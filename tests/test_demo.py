@@ -68,6 +68,7 @@ def test_demo_check_tells_the_outage_story_and_the_books_agree(tmp_path: Path) -
         "user_deleted",
         "Primary admin token",
         "Site admin token",
+        "/admin   (log in with the site admin token",
         "MFD device token",
         "Print provider token",
     ):

@@ -323,6 +323,7 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
             "site_id",
             "mode",
             "since",
+            "mode_cause",
             "primary",
             "sync",
             "journal",
@@ -338,6 +339,7 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
             "generated": False,
         }
         assert body["site_id"] == SITE and body["mode"] == "online" and body["since"]
+        assert body["mode_cause"] is None  # a new site starts online, with no change of mode
         assert body["primary"]["active"] == primary.url
         assert body["primary"]["endpoints"] == [
             {
@@ -350,9 +352,12 @@ def test_site_mirrors_the_primary(primary: Primary, site_setup: Branch) -> None:
         assert body["primary"]["endpoints"][0]["last_ok_at"]
         assert set(body["sync"]) == {"cursor", "last_sync_at", "lag_secs"}
         assert body["sync"]["cursor"] > 0 and body["sync"]["last_sync_at"]
-        assert body["journal"] == dict.fromkeys(
-            ("pending", "merged", "rejected", "applied", "applied_with_conflict", "duplicate"), 0
-        )
+        assert body["journal"] == {
+            **dict.fromkeys(
+                ("pending", "merged", "rejected", "applied", "applied_with_conflict", "duplicate"), 0
+            ),
+            "oldest_pending_at": None,
+        }
         assert body["merge"] == {
             "running": False,
             "started_at": None,

@@ -84,6 +84,12 @@ def test_https_both_ways_and_a_wrong_ca_is_refused_with_its_reason(tmp_path: Pat
             assert f"serves      https, {tls.fingerprint(cert)}" in shown_cli.stdout
             (ep,) = status(branch)["primary"]["endpoints"]  # type: ignore[index]
             assert ep["state"] == "active" and ep["note"] is None
+            # Under TLS the admin pages' cookie is Secure: a browser never sends it in clear.
+            with httpx.Client(base_url=branch.url, verify=tls.client_context(cert), timeout=30) as c:
+                r = c.post("/admin/login", data={"token": branch.admin_token})
+                assert r.status_code == 303
+                cookie = r.headers["set-cookie"]
+                assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
         finally:
             branch.process.stop()
 

@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -33,12 +34,40 @@ from siteserver.reports import reconcile
 from siteserver.reports.received import received
 from siteserver.store import Database, catalog, jobs, ledger, settings
 from siteserver.store import accounts as accounts_store
-from siteserver.timeutil import now_iso, parse_iso, utcnow
+from siteserver.timeutil import iso, now_iso, parse_iso, utcnow
 
 #: the fleet health URL allows this many heartbeats of silence per site
 FLEET_HEARTBEATS = 3
 #: a site's heartbeat interval when it never said (an older site): the site's default
 DEFAULT_HEARTBEAT_SECS = 10.0
+#: the fleet page colours a contact older than this many allowed windows as lost, not late
+LOST_WINDOWS = 10
+Freshness = Literal["fresh", "late", "lost", "never", "disabled"]
+
+
+def allowed_silence_secs(heartbeat_secs: float | None) -> float:
+    """How long a site may be silent before the fleet health calls it late."""
+    return FLEET_HEARTBEATS * (heartbeat_secs or DEFAULT_HEARTBEAT_SECS)
+
+
+@dataclass(frozen=True)
+class FleetSite:
+    """One site as the primary's fleet page shows it."""
+
+    site: contract.SiteOut
+    age_secs: float | None  # since its last contact; None: never heard from
+    allowed_secs: float
+    merged_24h: int  # its entries the ledger applied in the last 24 hours
+
+    @property
+    def freshness(self) -> Freshness:
+        if self.site.disabled:
+            return "disabled"
+        if self.age_secs is None:
+            return "never"
+        if self.age_secs <= self.allowed_secs:
+            return "fresh"
+        return "late" if self.age_secs <= LOST_WINDOWS * self.allowed_secs else "lost"
 
 
 @dataclass
@@ -239,7 +268,7 @@ class PrimaryAdmin:
         now = utcnow()
         late = []
         for c in contacts:
-            allowed = FLEET_HEARTBEATS * (c.heartbeat_secs or DEFAULT_HEARTBEAT_SECS)
+            allowed = allowed_silence_secs(c.heartbeat_secs)
             age = None if c.last_contact_at is None else (now - parse_iso(c.last_contact_at)).total_seconds()
             if age is None or age > allowed:
                 late.append(
@@ -251,6 +280,27 @@ class PrimaryAdmin:
                     )
                 )
         return contract.FleetHealthOut(status="SITES_LATE" if late else "OK", sites=len(contacts), late=late)
+
+    async def fleet(self) -> list[FleetSite]:
+        """Every site with the age of its last contact and what it merged in the last 24 hours."""
+        now = utcnow()
+        day_ago = iso(now - timedelta(hours=24))
+        sites, merged = await self.db.read(
+            lambda conn: (catalog.list_sites(conn), ledger.merged_per_site_since(conn, day_ago))
+        )
+        rows = []
+        for s in sites:
+            site = contract.SiteOut.model_validate(s)
+            last = site.last_contact_at
+            rows.append(
+                FleetSite(
+                    site=site,
+                    age_secs=None if last is None else round((now - parse_iso(last)).total_seconds(), 1),
+                    allowed_secs=allowed_silence_secs(site.heartbeat_secs),
+                    merged_24h=merged.get(site.site_id, 0),
+                )
+            )
+        return rows
 
     async def create_device(self, body: contract.DeviceCreate) -> dict[str, Any]:
         token = new_token("dev")

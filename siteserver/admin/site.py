@@ -15,7 +15,7 @@ import sqlite_utils
 
 from siteserver import contract
 from siteserver.config import Offline
-from siteserver.domain import Conflict, Enforcement, Unavailable, found, modes
+from siteserver.domain import Conflict, Enforcement, Unavailable, found
 from siteserver.domain.merge import JournalStatus
 from siteserver.reports import reconcile, render
 from siteserver.store import Database, sync_state
@@ -39,9 +39,8 @@ MERGE_NOW_ROUNDS = 100
 def outages(conn: sqlite_utils.Database) -> list[contract.OutageOut]:
     """Each stretch that began with a change to offline and ended with the next change to online,
     with how fast it was noticed and merged, and what was charged in it."""
-    history = [(c.at, c.mode, c.detection_secs) for c in sync_state.mode_history(conn)]
     shown = []
-    for o in modes.outages(history):
+    for o in sync_state.outages(conn):
         count, cents = journal_store.between(conn, o.started_at, o.ended_at or now_iso())
         shown.append(
             contract.OutageOut(
@@ -75,13 +74,17 @@ def site_status(
     state = sync_state.read(conn)
     last = state.last_sync_at
     lag = round((utcnow() - parse_iso(last)).total_seconds(), 3) if last else None
+    change = sync_state.last_mode_change(conn)
     return contract.SiteStatusOut(
         site_id=site_id,
         mode=state.mode,
         since=state.mode_since,
+        mode_cause=change.cause if change is not None else None,
         primary=primary,
         sync=contract.SyncOut(cursor=state.cursor, last_sync_at=last, lag_secs=lag),
-        journal=journal_counts(conn),
+        journal=journal_counts(conn).model_copy(
+            update={"oldest_pending_at": journal_store.oldest_pending_at(conn)}
+        ),
         outages=outages(conn),
         offline_exposure=offline_exposure(conn, caps),
     )

@@ -13,6 +13,7 @@ from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
 
+from siteserver.admin.logins import AdminLogins
 from siteserver.admin.primary import PrimaryAdmin
 from siteserver.admin.site import SiteAdmin
 from siteserver.desk import DeviceDesk, FrontDesk, Machines, ProviderDesk
@@ -53,6 +54,7 @@ class Services:
     site_admin: SiteAdmin | None = None
     metrics: Metrics = field(default_factory=Metrics)
     metrics_token: str | None = None
+    admin_logins: AdminLogins = field(default_factory=AdminLogins)  # the admin pages' logins
 
 
 def services_of(request: Request) -> Services:

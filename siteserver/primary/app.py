@@ -28,6 +28,8 @@ from siteserver.metrics import Metrics
 from siteserver.serving import serve_role
 from siteserver.store import Database, feed
 from siteserver.store.db import private_dir
+from siteserver.web import pages
+from siteserver.web import primary as fleet_page
 from sync.service import SyncService
 
 from .guard import DuplicateServer, Guard, load_server_uuid
@@ -152,7 +154,15 @@ class PrimaryServer:
             title="siteserver primary",
             description="The primary application server: administration, device and print provider "
             "APIs, health for the load balancer, and the sync API for site servers. See CONTRACT.md.",
-            routers=(device.router, provider.router, health.router, primary_admin.router, sync.router),
+            routers=(
+                device.router,
+                provider.router,
+                health.router,
+                primary_admin.router,
+                sync.router,
+                pages.router,
+                fleet_page.router,
+            ),
             http=self.config.http,
             services=Services(
                 admin_token=self.admin_token,

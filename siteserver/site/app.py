@@ -37,6 +37,8 @@ from siteserver.metrics import Metrics
 from siteserver.serving import serve_role
 from siteserver.store import Database, jobs, journal, sync_state
 from siteserver.timeutil import iso, now_iso, utcnow
+from siteserver.web import pages
+from siteserver.web import site as site_pages
 from sync import wire
 from sync.endpoints import Endpoints
 from sync.errors import SyncFailed
@@ -191,12 +193,17 @@ class SiteServer:
 
     def heartbeat_once(self) -> None:
         ep = self.endpoints.current()
-        state, backlog = self.db.read_sync(lambda conn: (sync_state.read(conn), journal.pending_count(conn)))
+        state, backlog, outages = self.db.read_sync(
+            lambda conn: (sync_state.read(conn), journal.pending_count(conn), sync_state.outages(conn))
+        )
         body = wire.HeartbeatIn(
             mode=state.mode,
             journal_backlog=backlog,
             version=siteserver.__version__,
             interval_secs=self.config.sync.heartbeat_secs,
+            last_outage=wire.OutageSpan(started_at=outages[-1].started_at, ended_at=outages[-1].ended_at)
+            if outages
+            else None,
         )
         try:
             ep.quick.heartbeat(body)
@@ -261,7 +268,14 @@ class SiteServer:
             title="siteserver site",
             description="A branch site server: the device and print provider APIs served from its own "
             "store, its health URL and site administration. See CONTRACT.md.",
-            routers=(device.router, provider.router, site_admin.health_router, site_admin.router),
+            routers=(
+                device.router,
+                provider.router,
+                site_admin.health_router,
+                site_admin.router,
+                pages.router,
+                site_pages.router,
+            ),
             http=self.config.http,
             services=Services(
                 admin_token=self.admin_token,

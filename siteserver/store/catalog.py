@@ -142,7 +142,8 @@ def list_sites(conn: sqlite_utils.Database, *, site_id: str | None = None) -> li
     where, args = ("WHERE site_id = ?", [site_id]) if site_id is not None else ("", [])
     for row in conn.execute(
         "SELECT site_id, name, enrolled_at, disabled, last_contact_at, reported_mode,"
-        f" journal_backlog FROM sites {where} ORDER BY site_id",
+        " journal_backlog, heartbeat_secs, last_outage_started_at, last_outage_ended_at"
+        f" FROM sites {where} ORDER BY site_id",
         args,
     ):
         sid = row[0]
@@ -156,6 +157,8 @@ def list_sites(conn: sqlite_utils.Database, *, site_id: str | None = None) -> li
                 "last_contact_at": row[4],
                 "mode": row[5],
                 "journal_backlog": row[6],
+                "heartbeat_secs": row[7],
+                "last_outage": None if row[8] is None else {"started_at": row[8], "ended_at": row[9]},
                 "findme_queues": [
                     {"name": q, "printers": sorted(p)} for q, p in sorted(findme_queues(conn, [sid]).items())
                 ],
@@ -232,12 +235,18 @@ def record_heartbeat(
     mode: str,
     journal_backlog: int,
     interval_secs: float | None,
+    last_outage: tuple[str, str | None] | None = None,
     now: str,
 ) -> None:
+    """What a heartbeat says; an older site that does not say its interval or last outage keeps
+    what was stored."""
+    started, ended = last_outage if last_outage is not None else (None, None)
     conn.execute(
         "UPDATE sites SET last_contact_at = ?, reported_mode = ?, journal_backlog = ?,"
-        " heartbeat_secs = COALESCE(?, heartbeat_secs) WHERE site_id = ?",
-        [now, mode, journal_backlog, interval_secs, site_id],
+        " heartbeat_secs = COALESCE(?, heartbeat_secs),"
+        " last_outage_ended_at = CASE WHEN ? IS NULL THEN last_outage_ended_at ELSE ? END,"
+        " last_outage_started_at = COALESCE(?, last_outage_started_at) WHERE site_id = ?",
+        [now, mode, journal_backlog, interval_secs, started, ended, started, site_id],
     )
 
 

@@ -318,3 +318,37 @@ def applications_from(
             [origin_site, after_seq, since, until, limit],
         )
     ]
+
+
+def _first_seq_applied_since(conn: sqlite_utils.Database, at: str) -> int:
+    """The lowest seq of a row applied at or after `at`, found by bisection over the primary key
+    (seqs are given in apply order, so applied_at grows with seq): a few look-ups, no scan.
+    Above every seq when nothing was applied since."""
+    lo, top = conn.execute("SELECT min(seq), max(seq) FROM ledger").fetchone()
+    if lo is None:
+        return 0
+    hi = int(top) + 1
+    lo = int(lo)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        seq, applied_at = conn.execute(
+            "SELECT seq, applied_at FROM ledger WHERE seq >= ? ORDER BY seq LIMIT 1", [mid]
+        ).fetchone()
+        if applied_at >= at:
+            hi = mid
+        else:
+            lo = int(seq) + 1
+    return lo
+
+
+def merged_per_site_since(conn: sqlite_utils.Database, at: str) -> dict[str, int]:
+    """How many entries each site's merges applied at or after `at` (the fleet page's last 24 h)."""
+    first = _first_seq_applied_since(conn, at)
+    return {
+        str(site): int(n)
+        for site, n in conn.execute(
+            "SELECT origin_site, count(*) FROM ledger WHERE seq >= ? AND origin_site IS NOT NULL"
+            " GROUP BY origin_site",
+            [first],
+        )
+    }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from siteserver.domain import modes
 from siteserver.domain.modes import Mode
 
 
@@ -68,14 +69,30 @@ class ModeChange:
     at: str
     mode: Mode
     detection_secs: float | None = None
+    cause: str = ""
 
 
 def mode_history(conn: sqlite_utils.Database) -> list[ModeChange]:
     """Every change of mode, oldest first."""
     return [
-        ModeChange(at, Mode(mode), secs)
-        for at, mode, secs in conn.execute("SELECT at, mode, detection_secs FROM mode_changes ORDER BY id")
+        ModeChange(at, Mode(mode), secs, cause or "")
+        for at, mode, secs, cause in conn.execute(
+            "SELECT at, mode, detection_secs, cause FROM mode_changes ORDER BY id"
+        )
     ]
+
+
+def outages(conn: sqlite_utils.Database) -> list[modes.Outage]:
+    """The outages in the site's history of modes, oldest first."""
+    return modes.outages((c.at, c.mode, c.detection_secs) for c in mode_history(conn))
+
+
+def last_mode_change(conn: sqlite_utils.Database) -> ModeChange | None:
+    """The latest change of mode: why the site is in the mode it is in."""
+    row = conn.execute(
+        "SELECT at, mode, detection_secs, cause FROM mode_changes ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else ModeChange(row[0], Mode(row[1]), row[2], row[3] or "")
 
 
 def mode_change_counts(conn: sqlite_utils.Database) -> dict[str, int]:
