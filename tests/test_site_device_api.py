@@ -287,6 +287,7 @@ def test_findme_release_usage_and_the_journal(primary: Primary, branch: Branch) 
         "applied": 3,
         "applied_with_conflict": 0,
         "duplicate": 0,
+        "oldest_pending_at": None,
     }
     assert st["merge"]["running"] is False
     assert MONO  # the mono printer served the copy above
