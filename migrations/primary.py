@@ -337,3 +337,26 @@ ALTER TABLE sites ADD COLUMN last_outage_started_at TEXT;
 ALTER TABLE sites ADD COLUMN last_outage_ended_at TEXT;
 """,
     )
+
+
+@migrations()
+def m009_change_log_lighter(conn: sqlite_utils.Database) -> None:
+    run_script(
+        conn,
+        """
+-- The feed reads change_log by seq (its rowid) only. The planner walked the (tbl, pk) index over
+-- the whole log for every feed page, and each index made every logged change (a balance per
+-- merged account) dearer to write; pruning walks the oldest rows by seq.
+DROP INDEX IF EXISTS change_log_row;
+DROP INDEX IF EXISTS change_log_at;
+
+-- A balance moved by the ledger (the only writer of last_seq) is logged by store.ledger.apply in
+-- one statement per batch: a trigger program per updated account cost four times as much.
+DROP TRIGGER change_log_accounts_update;
+CREATE TRIGGER change_log_accounts_update AFTER UPDATE ON accounts WHEN NEW.last_seq IS OLD.last_seq
+BEGIN
+  INSERT INTO change_log (tbl, pk) VALUES ('accounts', json_array(NEW.id));
+  INSERT INTO change_log (tbl, pk) SELECT 'accounts', json_array(OLD.id) WHERE OLD.id IS NOT NEW.id;
+END;
+""",
+    )

@@ -666,3 +666,32 @@ def test_merged_per_site_since_counts_what_a_scan_counts(
 
     found, scanned = fresh_db.write_sync(work)
     assert found == scanned
+
+
+def test_every_balance_the_ledger_moves_is_in_the_change_feed(
+    fresh_db: Database, accounts: dict[str, int]
+) -> None:
+    """apply() logs the accounts whose balance it moved (one statement, not the accounts
+    trigger); any other update of an account is still logged by the trigger."""
+
+    def logged(d: sqlite_utils.Database, after: int) -> list[str]:
+        return [
+            r[0] for r in d.execute("SELECT pk FROM change_log WHERE tbl = 'accounts' AND seq > ?", [after])
+        ]
+
+    start = fresh_db.read_sync(
+        lambda d: d.execute("SELECT COALESCE(MAX(seq), 0) FROM change_log").fetchone()[0]
+    )
+    apply(
+        fresh_db,
+        [entry(accounts["alice"], -10, FACT), entry(accounts["carol"], -5), entry(accounts["carol"], 7)],
+    )
+    moved = fresh_db.read_sync(lambda d: logged(d, start))
+    assert sorted(moved) == sorted([f"[{accounts['alice']}]", f"[{accounts['carol']}]"])  # once each
+    apply(fresh_db, [entry(accounts["Marketing"], -1000)])  # denied: no balance moved, nothing logged
+    assert fresh_db.read_sync(lambda d: logged(d, start)) == moved
+    after = fresh_db.read_sync(lambda d: d.execute("SELECT MAX(seq) FROM change_log").fetchone()[0])
+    fresh_db.write_sync(
+        lambda d: d.execute("UPDATE accounts SET overdraft_cents = 50 WHERE id = ?", [accounts["Marketing"]])
+    )
+    assert fresh_db.read_sync(lambda d: logged(d, after)) == [f"[{accounts['Marketing']}]"]

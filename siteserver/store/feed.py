@@ -152,9 +152,11 @@ def prune(conn: sqlite_utils.Database, *, older_than: str, batch: int = PRUNE_BA
     """Delete up to `batch` change_log rows recorded before `older_than` (ISO 8601, as `at`), oldest
     first, and raise the floor to the largest deleted seq. Returns how many were deleted; call
     again while it returns `batch` (each call is one short write transaction)."""
+    # The oldest `batch` rows by seq, then their age: a look at `batch` rows, never the whole log
+    # (`at` grows with seq, so the old rows are the first ones).
     row = conn.execute(
-        "SELECT MAX(seq), COUNT(*) FROM (SELECT seq FROM change_log WHERE at < ? ORDER BY seq LIMIT ?)",
-        [older_than, batch],
+        "SELECT MAX(seq), COUNT(*) FROM (SELECT seq, at FROM change_log ORDER BY seq LIMIT ?) WHERE at < ?",
+        [batch, older_than],
     ).fetchone()
     top, count = row[0], int(row[1])
     if top is None:

@@ -183,9 +183,13 @@ def apply(
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        conn.conn.executemany(
-            "UPDATE accounts SET balance_cents = ?, last_seq = ? WHERE id = ?",
-            [(a.balance, a.last_seq, acc_id) for acc_id, a in accounts.items() if a.dirty],
+        moved = [(a.balance, a.last_seq, acc_id) for acc_id, a in accounts.items() if a.dirty]
+        conn.conn.executemany("UPDATE accounts SET balance_cents = ?, last_seq = ? WHERE id = ?", moved)
+        # The change feed's record of the new balances (the accounts trigger leaves updates that
+        # move last_seq to this one statement: primary migration m009).
+        conn.execute(
+            "INSERT INTO change_log (tbl, pk) SELECT 'accounts', json_array(value) FROM json_each(?)",
+            [json.dumps([acc_id for _, _, acc_id in moved])],
         )
     if conflicts:
         conn.conn.executemany(
