@@ -82,6 +82,15 @@ def fingerprint(cert_path: Path) -> str:
     return "SHA256:" + cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+def pinned_context(certificate: Path) -> ssl.SSLContext:
+    """A context that accepts exactly this certificate (the one a process on this machine serves,
+    reached at whatever local address): a leaf trusted as itself, so no name is checked."""
+    context = ssl.create_default_context(cafile=str(certificate))
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a CA-signed leaf is its own anchor
+    return context
+
+
 def client_context(ca_file: Path | None) -> ssl.SSLContext:
     """What a site verifies the primary with: `ca_file`, else the system's trust store."""
     return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrations.mirrored import MIRRORED_TABLES
@@ -28,16 +29,34 @@ POLL_SECS = 0.2
 _DONE = object()
 
 
+#: feed pages kept for the sites that ask the same question: sites that follow the feed ask
+#: for the same cursor when it moves, and each page is read and encoded once for all of them
+SHARED_PAGES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of the feed as answered: its JSON (`wire.ChangesOut`) and what the long poll needs."""
+
+    cursor: int
+    reset: bool
+    body: bytes
+
+
 @dataclass
 class Feed:
     db: Database
+    #: (after, limit, home, the log's last seq when asked) -> the page being read or read
+    _shared: OrderedDict[tuple[int, int, str | None, int], asyncio.Future[Page]] = field(
+        default_factory=OrderedDict
+    )
 
     def snapshot(self, home: str | None = None) -> AsyncIterator[bytes]:
         """The NDJSON snapshot as chunks of bytes (see `stream_snapshot`); `home`: the site id
         of a home-scope site (store.feed)."""
         return stream_snapshot(self.db.path, home)
 
-    async def changes(self, after: int, wait: float, limit: int, home: str | None = None) -> wire.ChangesOut:
+    async def changes(self, after: int, wait: float, limit: int, home: str | None = None) -> Page:
         """A page of changes after `after`; with none and `wait` > 0, long-poll for them."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -52,14 +71,25 @@ class Feed:
                 page = await self._page(after, limit, home)
         return page
 
-    async def _page(self, after: int, limit: int, home: str | None) -> wire.ChangesOut:
-        return await asyncio.to_thread(_read_page, self.db.path, after, limit, home)
+    async def _page(self, after: int, limit: int, home: str | None) -> Page:
+        """The page, read once for every site asking the same while the log has not moved (a
+        page read a little later than asked is as good: it holds what was asked, or more)."""
+        key = (after, limit, home, await self.db.read(feed.max_seq, snapshot=False))
+        shared = self._shared.get(key)
+        if shared is None or (shared.done() and shared.exception() is not None):
+            shared = asyncio.ensure_future(asyncio.to_thread(_read_page, self.db.path, after, limit, home))
+            self._shared[key] = shared
+            while len(self._shared) > SHARED_PAGES:
+                self._shared.popitem(last=False)
+        return await asyncio.shield(shared)
 
 
-def _read_page(path: Path, after: int, limit: int, home: str | None) -> wire.ChangesOut:
-    """One page in one snapshot, on a connection of its own (not the shared reader thread)."""
+def _read_page(path: Path, after: int, limit: int, home: str | None) -> Page:
+    """One page in one snapshot, on a connection of its own (not the shared reader thread),
+    encoded here, off the event loop."""
     with read_transaction(path) as conn:
-        return wire.ChangesOut.model_validate(feed.changes_page(conn, after, limit, home))
+        page = wire.ChangesOut.model_validate(feed.changes_page(conn, after, limit, home))
+    return Page(page.cursor, page.reset, page.model_dump_json().encode())
 
 
 async def stream_snapshot(path: Path, home: str | None = None) -> AsyncGenerator[bytes, None]:

@@ -284,3 +284,41 @@ def test_snapshot_stream_stops_when_the_client_goes_away(fresh_db: Database) -> 
     while producers() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not producers()
+
+
+def test_sites_asking_for_the_same_page_share_one_read(fresh_db: Database, monkeypatch: Any) -> None:
+    """Sites that follow the feed ask for the same cursor when it moves: the page is read and
+    encoded once for all of them while the log stands still, and read again once it moves."""
+    import asyncio
+
+    from sync import feed as sync_feed
+    from sync import wire
+
+    reads: list[int] = []
+    real = sync_feed._read_page
+
+    def counted(*args: Any) -> sync_feed.Page:
+        reads.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(sync_feed, "_read_page", counted)
+
+    def setting(key: str) -> None:
+        fresh_db.write_sync(lambda d: d.execute("INSERT INTO settings (key, value) VALUES (?, 'v')", [key]))
+
+    setting("first")
+    shared = sync_feed.Feed(fresh_db)
+
+    async def ten_sites() -> list[sync_feed.Page]:
+        return list(await asyncio.gather(*(shared.changes(0, 0, 1000) for _ in range(10))))
+
+    pages = asyncio.run(ten_sites())
+    assert len(reads) == 1 and len({p.body for p in pages}) == 1
+    answer = wire.ChangesOut.model_validate_json(pages[0].body)
+    assert answer.cursor == pages[0].cursor > 0 and any(c.table == "settings" for c in answer.changes)
+
+    setting("second")  # the log moved: the same question gets a fresh page
+    again = asyncio.run(ten_sites())
+    assert len(reads) == 2
+    assert again[0].cursor > pages[0].cursor
+    assert any(c.pk == ["second"] for c in wire.ChangesOut.model_validate_json(again[0].body).changes)

@@ -128,3 +128,32 @@ def test_https_both_ways_and_a_wrong_ca_is_refused_with_its_reason(tmp_path: Pat
             branch.process.stop()
     finally:
         primary.process.stop()
+
+
+def test_the_cli_pins_a_configured_site_certificate(primary: Primary, tmp_path: Path) -> None:
+    """A site serving a configured certificate: `siteserver status` trusts exactly that one (at
+    127.0.0.1, whatever names it holds), and refuses, saying why, a server showing another."""
+    cert, key = certificate(tmp_path / "branch-cert")
+    branch = configure_site(primary, tmp_path, tls={"certificate": cert, "private_key": key})
+    branch.start()
+
+    def cli_status() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "siteserver", "status", "--config", str(branch.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    try:
+        shown = cli_status()
+        assert shown.returncode == 0, shown.stderr
+        assert f"serves      https, {tls.fingerprint(cert)}" in shown.stdout
+        # The configuration now names another certificate than the running site shows.
+        other, _ = certificate(tmp_path / "other-cert")
+        branch.config.write_text(branch.config.read_text().replace(str(cert), str(other)))
+        refused = cli_status()
+        assert refused.returncode == 1
+        assert "is not site 'branch-01': its TLS certificate is not the one the site serves" in refused.stderr
+    finally:
+        branch.process.stop()

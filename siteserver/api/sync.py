@@ -73,11 +73,12 @@ async def changes(
     wait: Annotated[float, Query(ge=0, le=wire.MAX_CHANGES_WAIT_SECS)] = 0,
     limit: Annotated[int, Query(ge=1, le=wire.MAX_CHANGES_LIMIT)] = 1000,
     scope: ScopeQuery = "all",
-) -> wire.ChangesOut:
+) -> Response:
     """The rows changed after the cursor `after`, each as it is now (null: deleted); long-polls up
     to `wait` seconds when there is nothing yet. `reset: true`: bootstrap from a snapshot again.
     `scope=home`: as the snapshot of that scope."""
-    return await sync.feed.changes(after, wait, limit, site_id if scope == "home" else None)
+    page = await sync.feed.changes(after, wait, limit, site_id if scope == "home" else None)
+    return Response(page.body, media_type="application/json")  # encoded once, off the loop
 
 
 @router.post(

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from siteserver import tls
 from siteserver.config import SiteConfig
 
 TIMEOUT_SECS = 5.0
@@ -34,13 +35,22 @@ def site_url(config: SiteConfig) -> str:
 
 
 def site_verify(config: SiteConfig) -> ssl.SSLContext | bool:
-    """How the CLI checks its own site's certificate: the certificate it generated, pinned; a
-    configured one is not checked (the CLI reaches its own process on this machine)."""
-    if not config.tls.serves:
-        return True
+    """How the CLI checks its own site: pinned to the certificate the site serves (generated or
+    configured), so that nothing else listening on the site's address is believed."""
+    if config.tls.certificate is not None:
+        return tls.pinned_context(config.tls.certificate)
     if config.tls.generate:
-        return ssl.create_default_context(cafile=str(Path(config.data_dir) / "tls" / "cert.pem"))
-    return False
+        return tls.pinned_context(tls.generated_paths(Path(config.data_dir))[0])
+    return True
+
+
+def _certificate_refused(error: BaseException) -> str | None:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def render(s: dict[str, Any]) -> str:
@@ -106,8 +116,12 @@ def show_status(config: SiteConfig) -> int:
             verify=site_verify(config),
         )
     except httpx.HTTPError as e:
+        refused = _certificate_refused(e)
         print(
-            f"siteserver: site {config.site_id!r} is not running (nothing answers at {url}: "
+            f"siteserver: what answers at {url} is not site {config.site_id!r}: its TLS certificate is "
+            f"not the one the site serves ({refused})"
+            if refused is not None
+            else f"siteserver: site {config.site_id!r} is not running (nothing answers at {url}: "
             f"{type(e).__name__})",
             file=sys.stderr,
         )
