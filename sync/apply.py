@@ -34,6 +34,9 @@ MERGE_DUTY = 0.5
 MERGE_TURN_SECS = 2.0
 #: the longest Retry-After a shed merge is told
 MAX_SHED_SECS = 30.0
+#: while others wait, how long an owner between two uploads keeps the gate (its next batch is
+#: on its way: a drain's first, small upload is answered before the next is sent)
+HANDOVER_SECS = 0.5
 
 
 @dataclass
@@ -49,6 +52,7 @@ class MergeGate:
     owner: str | None = None
     in_flight: int = 0
     busy_since: float = 0.0
+    idle_since: float = 0.0  # when the owner's last upload ended (in_flight 0, owner kept)
     closed_until: float = 0.0
     contended: bool = False
     #: sites turned away since the gate was last free (for the Retry-After they are told)
@@ -59,6 +63,8 @@ class MergeGate:
         `verified`: the site's signature was checked, so it counts among those waiting (an
         unchecked X-Site-Id may be anyone's and only gets its answer)."""
         now = self.clock()
+        if self.owner is not None and self.in_flight == 0 and now - self.idle_since > HANDOVER_SECS:
+            self._release(self.idle_since)
         if self.owner is None and now >= self.closed_until:
             return None
         if self.owner == site_id and not (self.contended and now - self.busy_since > MERGE_TURN_SECS):
@@ -89,6 +95,12 @@ class MergeGate:
         if self.in_flight > 0:
             return
         now = self.clock()
+        if self.contended and now - self.busy_since <= MERGE_TURN_SECS:
+            self.idle_since = now  # its turn goes on if its next upload comes soon (HANDOVER_SECS)
+            return
+        self._release(now)
+
+    def _release(self, now: float) -> None:
         if self.contended:
             self.closed_until = now + (now - self.busy_since) * (1 - MERGE_DUTY) / MERGE_DUTY
         self.owner = None

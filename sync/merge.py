@@ -43,6 +43,9 @@ MERGE_BATCH = 5000
 REQUEST_GROUP = 500
 #: background uploads in flight at once: one is applied while the next is read, sent and parsed
 PIPELINE = 2
+#: the first upload of a background drain, sent alone: a primary busy with other sites' merges
+#: sheds it (429), and a shed site has then built and sent this much, not two full batches
+FIRST_BATCH = 250
 #: an upload of up to MERGE_BATCH entries, the second of the pipeline waiting for the first
 BACKGROUND_TIMEOUT_SECS = 30.0
 #: threads merging requests' entries; each takes every request waiting when it starts (one upload)
@@ -267,7 +270,8 @@ class Merger:
 
     def merge_pending_once(self, timeout: float = BACKGROUND_TIMEOUT_SECS, *, background: bool = True) -> int:
         """Merge the pending journal, oldest first, in batches of MERGE_BATCH with up to PIPELINE
-        uploads in flight (the next batch is read and sent while the primary applies the last);
+        uploads in flight (the next batch is read and sent while the primary applies the last),
+        a background drain's first upload of FIRST_BATCH alone, to learn whether it is shed;
         returns how many entries were sent, negative when the primary did not answer. One drain
         at a time (the background thread's, an admin's merge now). `background=False`: an admin
         waits for it, so the primary does not shed it."""
@@ -280,14 +284,15 @@ class Merger:
         in_flight: deque[tuple[int, Future[Verdicts | None]]] = deque()
         failed = False
         while not self.stop.is_set() and not failed:
-            rows = self._pending_after(after)
+            first = background and sent == 0
+            rows = self._pending_after(after, FIRST_BATCH if first else MERGE_BATCH)
             if not rows:
                 break
             self.progress.begin(lambda: self.db.read_sync(journal_store.pending_count))
             after = rows[-1].seq
             upload = self._pipeline.submit(self.merge, rows, timeout, background=background)
             in_flight.append((len(rows), upload))
-            if len(in_flight) >= PIPELINE:
+            if first or len(in_flight) >= PIPELINE:
                 failed = not self._landed(*in_flight.popleft())
             sent += len(rows)
         while in_flight:
@@ -298,8 +303,8 @@ class Merger:
             self.progress.finish()
         return sent
 
-    def _pending_after(self, seq: int) -> list[journal_store.JournalRow]:
-        return self.db.read_sync(lambda conn: journal_store.pending(conn, MERGE_BATCH, after_seq=seq))
+    def _pending_after(self, seq: int, limit: int) -> list[journal_store.JournalRow]:
+        return self.db.read_sync(lambda conn: journal_store.pending(conn, limit, after_seq=seq))
 
     def _landed(self, size: int, upload: Future[Verdicts | None]) -> bool:
         """Wait for one upload of the pipeline; whether the primary answered it."""
