@@ -96,15 +96,32 @@ def client_context(ca_file: Path | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
 
 
-def refused_reason(error: BaseException) -> str | None:
-    """The sentence for a TLS handshake the site refused (a wrong certificate), else None."""
+def tls_failure(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a failed call (httpx wraps it), else None."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return f"the primary's TLS certificate was refused: {seen.verify_message or seen.reason}"
         if isinstance(seen, ssl.SSLError):
-            return f"TLS with the primary failed: {seen.reason or seen}"
+            return seen
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def refused_certificate(error: BaseException) -> str | None:
+    """Why a certificate was refused, when that is what failed the call."""
+    failure = tls_failure(error)
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        return str(failure.verify_message or failure.reason)
+    return None
+
+
+def refused_reason(error: BaseException) -> str | None:
+    """The sentence for a TLS handshake the site refused (a wrong certificate), else None."""
+    refused = refused_certificate(error)
+    if refused is not None:
+        return f"the primary's TLS certificate was refused: {refused}"
+    failure = tls_failure(error)
+    if failure is not None:
+        return f"TLS with the primary failed: {failure.reason or failure}"
     text = str(error)
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return f"the primary's TLS certificate was refused: {text}"

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlite_utils
@@ -50,6 +50,16 @@ def allowed_silence_secs(heartbeat_secs: float | None) -> float:
     return FLEET_HEARTBEATS * (heartbeat_secs or DEFAULT_HEARTBEAT_SECS)
 
 
+def silence_secs(last_contact_at: str | None, now: datetime) -> float | None:
+    """Seconds since a site was last heard from; None: never."""
+    return None if last_contact_at is None else (now - parse_iso(last_contact_at)).total_seconds()
+
+
+def is_late(silence: float | None, allowed: float) -> bool:
+    """The fleet health's rule: never heard from, or silent longer than allowed."""
+    return silence is None or silence > allowed
+
+
 @dataclass(frozen=True)
 class FleetSite:
     """One site as the primary's fleet page shows it."""
@@ -65,7 +75,7 @@ class FleetSite:
             return "disabled"
         if self.age_secs is None:
             return "never"
-        if self.age_secs <= self.allowed_secs:
+        if not is_late(self.age_secs, self.allowed_secs):
             return "fresh"
         return "late" if self.age_secs <= LOST_WINDOWS * self.allowed_secs else "lost"
 
@@ -269,8 +279,8 @@ class PrimaryAdmin:
         late = []
         for c in contacts:
             allowed = allowed_silence_secs(c.heartbeat_secs)
-            age = None if c.last_contact_at is None else (now - parse_iso(c.last_contact_at)).total_seconds()
-            if age is None or age > allowed:
+            age = silence_secs(c.last_contact_at, now)
+            if is_late(age, allowed):
                 late.append(
                     contract.LateSiteOut(
                         site_id=c.site_id,
@@ -291,11 +301,10 @@ class PrimaryAdmin:
         rows = []
         for s in sites:
             site = contract.SiteOut.model_validate(s)
-            last = site.last_contact_at
             rows.append(
                 FleetSite(
                     site=site,
-                    age_secs=None if last is None else round((now - parse_iso(last)).total_seconds(), 1),
+                    age_secs=silence_secs(site.last_contact_at, now),
                     allowed_secs=allowed_silence_secs(site.heartbeat_secs),
                     merged_24h=merged.get(site.site_id, 0),
                 )

@@ -82,8 +82,8 @@ def site_status(
         mode_cause=change.cause if change is not None else None,
         primary=primary,
         sync=contract.SyncOut(cursor=state.cursor, last_sync_at=last, lag_secs=lag),
-        journal=journal_counts(conn).model_copy(
-            update={"oldest_pending_at": journal_store.oldest_pending_at(conn)}
+        journal=contract.JournalCountsOut(
+            **journal_store.counts(conn), oldest_pending_at=journal_store.oldest_pending_at(conn)
         ),
         outages=outages(conn),
         offline_exposure=offline_exposure(conn, caps),

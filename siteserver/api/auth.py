@@ -16,7 +16,7 @@ from siteserver.domain import Forbidden, Unauthorized, same_secret
 from siteserver.store.catalog import MachineCredential
 from sync.sites import invalid_enrollment
 
-from .deps import services_of, sync_of
+from .deps import Services, services_of, sync_of
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
 
@@ -27,11 +27,15 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials
 
 
+def is_admin_token(services: Services, token: str) -> bool:
+    """The role's admin token (the API's bearer, the pages' login form)."""
+    return bool(token) and same_secret(token, services.admin_token)
+
+
 async def require_admin(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    token = _token(creds)
-    if not same_secret(token, services_of(request).admin_token):
+    if not is_admin_token(services_of(request), _token(creds)):
         raise Unauthorized("not a valid admin token")
 
 
@@ -42,7 +46,7 @@ async def require_metrics_reader(
     token = _token(creds)
     services = services_of(request)
     extra = services.metrics_token
-    if not (same_secret(token, services.admin_token) or (extra is not None and same_secret(token, extra))):
+    if not (is_admin_token(services, token) or (extra is not None and same_secret(token, extra))):
         raise Unauthorized("not a valid admin or metrics token")
 
 

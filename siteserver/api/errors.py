@@ -53,6 +53,11 @@ _HTTP_CODES = {
 }
 
 
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a refusal of the core (400 for one without its own)."""
+    return next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+
+
 def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
@@ -86,7 +91,7 @@ def _disconnected(request: Request) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
-        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        status = status_of(exc)
         headers = None
         if isinstance(exc, LockedOut | Shed):
             headers = retry_after(exc.retry_after_secs)

@@ -7,9 +7,10 @@ from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from siteserver.admin.primary import silence_secs
 from siteserver.metrics import Metrics
 from siteserver.store import Database, catalog
-from siteserver.timeutil import parse_iso, utcnow
+from siteserver.timeutil import utcnow
 
 from .guard import Guard
 
@@ -48,7 +49,8 @@ class PrimaryMetrics:
                 continue
             sid = str(s["site_id"])
             last = s["last_contact_at"]
-            age.add_metric([sid], (now - parse_iso(str(last))).total_seconds() if last else float("inf"))
+            silence = silence_secs(last if isinstance(last, str) else None, now)
+            age.add_metric([sid], float("inf") if silence is None else silence)
             reported = s["journal_backlog"]
             if isinstance(reported, int):
                 backlog.add_metric([sid], reported)

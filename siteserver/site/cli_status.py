@@ -44,15 +44,6 @@ def site_verify(config: SiteConfig) -> ssl.SSLContext | bool:
     return True
 
 
-def _certificate_refused(error: BaseException) -> str | None:
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return str(seen.verify_message or seen.reason)
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def render(s: dict[str, Any]) -> str:
     lines = [
         f"site        {s['site_id']}",
@@ -116,7 +107,7 @@ def show_status(config: SiteConfig) -> int:
             verify=site_verify(config),
         )
     except httpx.HTTPError as e:
-        refused = _certificate_refused(e)
+        refused = tls.refused_certificate(e)
         print(
             f"siteserver: what answers at {url} is not site {config.site_id!r}: its TLS certificate is "
             f"not the one the site serves ({refused})"

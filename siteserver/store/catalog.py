@@ -240,14 +240,16 @@ def record_heartbeat(
 ) -> None:
     """What a heartbeat says; an older site that does not say its interval or last outage keeps
     what was stored."""
-    started, ended = last_outage if last_outage is not None else (None, None)
     conn.execute(
         "UPDATE sites SET last_contact_at = ?, reported_mode = ?, journal_backlog = ?,"
-        " heartbeat_secs = COALESCE(?, heartbeat_secs),"
-        " last_outage_ended_at = CASE WHEN ? IS NULL THEN last_outage_ended_at ELSE ? END,"
-        " last_outage_started_at = COALESCE(?, last_outage_started_at) WHERE site_id = ?",
-        [now, mode, journal_backlog, interval_secs, started, ended, started, site_id],
+        " heartbeat_secs = COALESCE(?, heartbeat_secs) WHERE site_id = ?",
+        [now, mode, journal_backlog, interval_secs, site_id],
     )
+    if last_outage is not None:
+        conn.execute(
+            "UPDATE sites SET last_outage_started_at = ?, last_outage_ended_at = ? WHERE site_id = ?",
+            [*last_outage, site_id],
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,14 +72,17 @@ class ModeChange:
     cause: str = ""
 
 
+_MODE_CHANGES = "SELECT at, mode, detection_secs, cause FROM mode_changes"
+
+
+def _mode_change(row: tuple[str, str, float | None, str | None]) -> ModeChange:
+    at, mode, secs, cause = row
+    return ModeChange(at, Mode(mode), secs, cause or "")
+
+
 def mode_history(conn: sqlite_utils.Database) -> list[ModeChange]:
     """Every change of mode, oldest first."""
-    return [
-        ModeChange(at, Mode(mode), secs, cause or "")
-        for at, mode, secs, cause in conn.execute(
-            "SELECT at, mode, detection_secs, cause FROM mode_changes ORDER BY id"
-        )
-    ]
+    return [_mode_change(r) for r in conn.execute(f"{_MODE_CHANGES} ORDER BY id")]
 
 
 def outages(conn: sqlite_utils.Database) -> list[modes.Outage]:
@@ -89,10 +92,8 @@ def outages(conn: sqlite_utils.Database) -> list[modes.Outage]:
 
 def last_mode_change(conn: sqlite_utils.Database) -> ModeChange | None:
     """The latest change of mode: why the site is in the mode it is in."""
-    row = conn.execute(
-        "SELECT at, mode, detection_secs, cause FROM mode_changes ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    return None if row is None else ModeChange(row[0], Mode(row[1]), row[2], row[3] or "")
+    row = conn.execute(f"{_MODE_CHANGES} ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else _mode_change(row)
 
 
 def mode_change_counts(conn: sqlite_utils.Database) -> dict[str, int]:

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from siteserver.admin.logins import AdminLogin
+from siteserver.api.auth import is_admin_token
 from siteserver.api.deps import services_of
-from siteserver.api.errors import STATUS
-from siteserver.domain import DomainError, format_cents, same_secret
+from siteserver.api.errors import status_of
+from siteserver.domain import DomainError, format_cents
 from siteserver.timeutil import parse_iso, utcnow
 
 COOKIE = "siteserver_admin"
@@ -72,8 +73,7 @@ def problem(request: Request, status: int, message: str, login: AdminLogin | Non
 
 def refused(request: Request, exc: DomainError, login: AdminLogin | None) -> HTMLResponse:
     """A service's refusal (unknown, conflicting, unavailable) as a page with the API's status."""
-    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-    return problem(request, status, exc.detail, login)
+    return problem(request, status_of(exc), exc.detail, login)
 
 
 def see_other(path: str) -> RedirectResponse:
@@ -136,8 +136,7 @@ async def log_in(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     services = services_of(request)
-    token = form.get("token", "")
-    if not token or not same_secret(token, services.admin_token):
+    if not is_admin_token(services, form.get("token", "")):
         return page(request, "login.html.j2", 401, login=None, error="That is not this server's admin token.")
     login = services.admin_logins.open()
     answer = see_other("/admin")
