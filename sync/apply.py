@@ -45,7 +45,8 @@ class MergeGate:
     time, so that many sites reconnecting at once do not crowd out the devices: a site's
     pipelined uploads pass while it has the gate; another site's are shed (Shed: 429 with
     Retry-After). When sites were turned away, the gate then stays closed as long again as it was
-    busy (MERGE_DUTY), and a site holds it at most MERGE_TURN_SECS at a time. Requests' own
+    busy (MERGE_DUTY), and a site holds it at most MERGE_TURN_SECS at a time, kept across the
+    gap between two of its uploads for HANDOVER_SECS while others wait. Requests' own
     merges (a device waiting) never pass through it. Used on the event loop only."""
 
     clock: Callable[[], float] = time.monotonic
