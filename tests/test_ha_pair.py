@@ -8,8 +8,10 @@ that a slow machine does not fail them, only a guard that waits for the wrong th
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ import httpx
 import pytest
 
 from siteserver.launch import health_url
+from siteserver.primary.guard import LOCKED_WHY
 from tests.kit.primary import PAIR_INTERVAL, Pair, Primary, new_id
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails its own test, not the whole run
@@ -65,9 +68,40 @@ def wait_for_status(p: Primary, code: int, timeout: float) -> tuple[float, httpx
                 return time.monotonic() - t0, r
         time.sleep(0.02)
     seen = "nothing" if last is None else f"{last.status_code} {last.text}"
-    raise AssertionError(
-        f"{p.url} did not answer {code} within {timeout}s (last: {seen})\n{p.process.log_tail()}"
-    )
+    raise AssertionError(f"{p.url} did not answer {code} within {timeout}s (last: {seen})\n{notable_log(p)}")
+
+
+def notable_log(p: Primary) -> str:
+    """The member's log without the access lines (the health polling buries the guard's lines)."""
+    lines = p.process.log_path.read_text(errors="replace").splitlines()
+    return "\n".join([line for line in lines if "uvicorn.access" not in line][-30:])
+
+
+@contextlib.contextmanager
+def write_lock(database: Path, wait: float = 1.0) -> Iterator[sqlite3.Connection]:
+    """Hold the database's write lock from this process, as a member frozen mid-write would;
+    waits up to `wait` for the members' own short transactions."""
+    conn = sqlite3.connect(database, timeout=wait, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def freeze_between_writes(p: Primary, database: Path) -> None:
+    """SIGSTOP `p` at a moment it holds no write lock. Frozen inside a transaction it would keep
+    the lock, and no member could take over: `test_a_write_lock_held_by_a_frozen_process_...`."""
+    for _ in range(50):
+        p.process.signal(signal.SIGSTOP)
+        try:
+            with write_lock(database):
+                return
+        except sqlite3.OperationalError:
+            p.process.signal(signal.SIGCONT)
+            time.sleep(0.05)
+    raise AssertionError(f"{p.url} held the database's write lock at each of 50 freezes")
 
 
 def assert_roles(active: Primary, passive: Primary, *, epoch: int | None = None) -> None:
@@ -225,7 +259,7 @@ def test_a_frozen_active_that_wakes_up_after_the_takeover_cannot_write(pair: Pai
     epoch = epoch_of(a)
 
     t0 = time.monotonic()
-    a.process.signal(signal.SIGSTOP)
+    freeze_between_writes(a, pair.database)
     try:
         wait_for_status(b, 200, timeout=INTERVAL + HEARTBEAT + SLACK + 20)
         print(f"\nfailover after SIGSTOP: {time.monotonic() - t0:.2f}s")
@@ -272,6 +306,30 @@ def test_a_frozen_active_that_wakes_up_after_the_takeover_cannot_write(pair: Pai
     r = adjust(b, "frozen-victim", woken_txn, -500)
     assert r.status_code == 200 and r.json()["status"] == "applied", r.text
     assert r.json()["balance_cents"] == 600
+
+
+@pytest.mark.slow
+def test_a_write_lock_held_by_a_frozen_process_stops_the_takeover_until_it_is_released(
+    pair: Pair,
+) -> None:
+    """SQLite cannot take a lock from the process holding it: a member frozen in the middle of a
+    write blocks every member until it runs again or is killed. The passive member must wait,
+    say why at ERROR level, and take over the moment the lock is free."""
+    a, b = start_pair(pair)
+    epoch = epoch_of(a)
+    a.process.kill()  # the active member is gone; this process plays its frozen transaction
+    with write_lock(pair.database):
+        deadline = time.monotonic() + 2 * (INTERVAL + 5.5)  # two failed beats of b, 5 s busy each
+        while "ERROR siteserver.ha" not in notable_log(b):
+            assert time.monotonic() < deadline, notable_log(b)
+            assert status(b) == 503  # no takeover past a held lock
+            time.sleep(HEARTBEAT)
+        assert LOCKED_WHY in notable_log(b)
+        assert status(b) == 503
+    # b never saw a's beat before the lock, so it first watches the beat stay still an interval.
+    waited, _ = wait_for_status(b, 200, timeout=INTERVAL + HEARTBEAT + 5 + SLACK)
+    print(f"\ntakeover {waited:.2f}s after the lock was released")
+    assert epoch_of(b) == epoch + 1
 
 
 # -- 4. a clone with the same server.uuid --------------------------------------------------------

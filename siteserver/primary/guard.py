@@ -25,10 +25,17 @@ import sqlite_utils
 from siteserver.config import HighAvailabilityGuard
 from siteserver.domain import NotActive
 from siteserver.store import Database, lease
-from siteserver.store.db import private_dir
+from siteserver.store.db import BUSY_TIMEOUT_MS, is_locked, private_dir
 from siteserver.timeutil import now_iso
 
 log = logging.getLogger("siteserver.ha")
+
+#: SQLite cannot take a lock from a process that holds it, so the pair cannot fail over past it.
+LOCKED_WHY = (
+    f"another process has held the database's write lock for over {BUSY_TIMEOUT_MS // 1000} s. "
+    "A member frozen in the middle of a write (SIGSTOP, a paused VM) keeps it until it runs again "
+    "or is killed, and no member can take over until then"
+)
 
 
 class Role(StrEnum):
@@ -107,6 +114,7 @@ class Guard:
         self._activation_started = 0.0
         self._activated = threading.Event()
         self._failed_epoch: int | None = None  # the epoch whose activation hook raised
+        self._failing_since: float | None = None  # when the heartbeats began to fail
 
     # -- what the rest of the server asks ----------------------------------------------------
 
@@ -205,17 +213,31 @@ class Guard:
         while not self._stop.wait(self.heartbeat_secs):
             try:
                 self.tick()
+                self._failing_since = None
             except DuplicateServer as e:
                 log.critical("%s; this server stops serving", e)
                 self._step_down(str(e))
                 self.role = Role.STOPPED
                 return
             except Exception as e:  # a busy or failing database: keep trying, fence by time
-                log.warning("guard heartbeat failed: %s", e)
+                self._heartbeat_failed(e)
                 if self.role in (Role.ACTIVE, Role.STARTING) and (
                     self.clock() - self._last_renewed >= self.interval
                 ):
                     self._step_down("could not renew the lease within fail-over-interval-secs")
+
+    def _heartbeat_failed(self, e: Exception) -> None:
+        """Log a failed heartbeat; once failures have lasted the interval, as an error."""
+        now = self.clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        failing = now - self._failing_since
+        log.log(
+            logging.ERROR if failing >= self.interval else logging.WARNING,
+            "guard heartbeat failed (failing for %.0f s): %s",
+            failing,
+            f"{e}: {LOCKED_WHY}" if is_locked(e) else e,
+        )
 
     def tick(self) -> None:
         """One heartbeat: renew the lease if we hold it, else watch it and maybe take over."""

@@ -54,6 +54,11 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
     return sqlite_utils.Database(conn, execute_plugins=False)
 
 
+def is_locked(e: BaseException) -> bool:
+    """A write that waited `BUSY_TIMEOUT_MS` for another connection's write lock and gave up."""
+    return isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+
+
 @contextlib.contextmanager
 def read_transaction(path: Path | str) -> Iterator[sqlite_utils.Database]:
     """A read-only connection of its own, in one read transaction (one consistent view however
