@@ -5,6 +5,8 @@ requests reach the passive member, which answers 503 with its own JSON (`not_act
 API, `PASSIVE` from the health URL); the balancer's own 503 is an HTML page and a dead primary
 answers nothing. A passive answer is asked again on a new connection, so the balancer picks
 again, a few times within the request's own timeout, and is not counted as the primary failing.
+The passive member also closes the connection it answered on (`Connection: close`), so the
+site's kept-alive connection is opened again and the balancer picks a member for it anew.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import ssl
 
 import httpx
 
-#: how many times a passive member's answer is asked again on a new connection
-RETRIES = 3
+#: how many times a passive member's answer is asked again on a new connection (round robin
+#: alternates new connections, but the site's other calls open some in between: 3 once ran out)
+RETRIES = 6
 
 NOTE = (
     "the load balancer at this URL sends some requests to the passive member (a TCP-only health"

@@ -201,6 +201,9 @@ def test_exactly_one_member_is_active_and_the_passive_one_refuses_service(pair: 
         r = c.get("/api/admin/v1/sites")
         assert r.status_code == 503, r.text
         assert r.json()["error"] == "not_active" and r.json()["detail"]
+        # ... and closes the connection: a client behind a TCP-check balancer reconnects, and the
+        # balancer picks a member again instead of keeping it on the passive one.
+        assert r.headers["connection"] == "close"
         r = c.post("/api/admin/v1/users", json={"username": "via-passive"})
         assert r.status_code == 503 and r.json()["error"] == "not_active", r.text
     with active.admin() as c:

@@ -60,6 +60,9 @@ class ActiveOnly:
                     "member (through the load balancer)",
                 },
                 status_code=503,
+                # A kept-alive connection stays on the member a TCP-check balancer chose for it:
+                # closing it makes the client's next request choose again.
+                headers={"Connection": "close"},
             )
             await response(scope, receive, send)
             return
