@@ -92,6 +92,8 @@ def main() -> int:
                 )
                 sample_ok.raise_for_status()
         proxy = FaultProxyProcess.in_front_of(primary.url).start()
+        assert proxy.proc is not None
+        os.setpriority(os.PRIO_PROCESS, proxy.proc.pid, args.nice)  # the WAN: not the primary's CPU
         for i in range(args.sites):
             where = root / f"site-{i:02d}"
             where.mkdir()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from siteserver import sample
 from sync import signing, wire
 from sync.client import SyncClient, enroll
+from tests.kit.journal import entry
 from tests.kit.primary import Primary, expect_error, new_site, site_row
 from tests.kit.site import EnrolledSite, enrolled_site, heartbeat
 
@@ -315,3 +317,31 @@ def test_enroll_token_works_once(primary: Primary) -> None:
         401,
         "invalid_enrollment_token",
     )
+
+
+def test_a_signed_merge_body_that_does_not_fit_is_a_clear_422(primary: Primary) -> None:
+    """The merge route parses its body itself (in one pass, after the signature): whatever is
+    wrong with it is a 422 naming where, like every other body, and nothing is applied."""
+    site = _site(primary)
+    path = wire.url_path(wire.MERGE_PATH)
+    url = primary.url + path
+    good = entry("user:nobody", -25)
+    half_a_cent = json.dumps({"entries": [{**good, "amount_cents": 2.5}]}).encode()
+    bodies: list[tuple[bytes, str, str]] = [
+        (b"{nope", "application/json", "body"),
+        (b"\x92\x04Z\x1e", "application/json", "body"),
+        (b'{"entries": []}', "application/json", "body.entries"),
+        (half_a_cent, "application/json", "amount_cents"),
+        (json.dumps({"entries": [{**good, "extra": 1}]}).encode(), "application/json", "unknown field"),
+        (json.dumps({"entries": [good]}).encode(), "text/plain", "application/json"),
+    ]
+    for raw, kind, said in bodies:
+        headers = signing.sign(site.key, "POST", path, "", raw, site.site_id, time.time())
+        r = httpx.post(url, content=raw, headers={**headers, "Content-Type": kind}, timeout=30)
+        assert said in expect_error(r, 422, "invalid_request")["detail"], (raw, r.text)
+    # The same body unsigned: the signature is asked first.
+    expect_error(httpx.post(url, content=b"{nope", timeout=30), 401, "missing_signature")
+    with site.client() as c:  # and a body that fits is merged (the entry's account is unknown here)
+        r = c.request("POST", path, json_body=wire.MergeIn.model_validate({"entries": [good]}))
+        assert r.status_code == 200, r.text
+        assert r.json()["receipt"]["entries"] == 1

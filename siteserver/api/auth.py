@@ -89,7 +89,7 @@ class RawBodyRoute(APIRoute):
         return keep_body
 
 
-async def _raw_body(request: Request) -> bytes:
+async def raw_body(request: Request) -> bytes:
     cached = request.scope.get(_RAW_BODY)
     if isinstance(cached, bytes):
         return cached
@@ -107,7 +107,7 @@ async def require_site_signature(request: Request) -> str:
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
     query = request.scope.get("query_string", b"").decode("latin-1")
     site_id = await sync_of(request).sites.authenticate(
-        request.method, path, query, await _raw_body(request), request.headers
+        request.method, path, query, await raw_body(request), request.headers
     )
     request.scope[_SIGNED_SITE] = site_id
     return site_id
@@ -117,7 +117,7 @@ async def require_enrollment_token(request: Request) -> None:
     """Enrollment's credential is the one-time token in the body: without a token valid for the
     named site the answer is 401, whatever else the body holds (it is consumed by the enroll
     call itself, in one write transaction)."""
-    body = await _raw_body(request)
+    body = await raw_body(request)
     if len(body) > _MAX_ENROLL_BODY:
         raise invalid_enrollment()
     try:

@@ -18,7 +18,7 @@ from siteserver.admin.primary import PrimaryAdmin
 from siteserver.api import device, health, primary_admin, provider, sync
 from siteserver.api.application import build_app
 from siteserver.api.deps import PrimaryHealth, Services
-from siteserver.api.sync import MergeShedding
+from siteserver.api.sync import SELF_PARSED_BODIES, MergeShedding
 from siteserver.config import PrimaryConfig
 from siteserver.desk import FrontDesk
 from siteserver.desk.charging import LedgerCharging
@@ -167,6 +167,7 @@ class PrimaryServer:
                 fleet_page.router,
             ),
             http=self.config.http,
+            self_parsed_bodies=SELF_PARSED_BODIES,
             services=Services(
                 admin_token=self.admin_token,
                 desk=self.desk,
