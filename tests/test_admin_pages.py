@@ -258,3 +258,28 @@ def test_pages_in_chromium_through_a_wan_cut(
     finally:
         proxy.set("pass")
         branch.process.stop()
+
+
+def test_wrong_tokens_from_one_address_lock_the_login_form(primary: Primary) -> None:
+    """Five wrong tokens within 15 minutes lock the form for that address (60 s, doubling); while
+    locked even the right token is refused, with a Retry-After. A right token before the lock
+    forgives the wrong ones, so an admin's typo does not add up."""
+    with httpx.Client(base_url=primary.url, timeout=30) as anon:
+
+        def attempt(token: str) -> httpx.Response:
+            return anon.post("/admin/login", data={"token": token})
+
+        for _ in range(4):
+            assert attempt("typo").status_code == 401
+        assert attempt(primary.admin_token).status_code == 303  # forgiven
+        for _ in range(4):
+            assert attempt("typo").status_code == 401
+        assert attempt("guess").status_code == 401  # the fifth within the window: locked now
+        for token in ("guess", primary.admin_token):
+            locked = attempt(token)
+            assert locked.status_code == 429 and "set-cookie" not in locked.headers
+            assert "Too many wrong tokens from this address" in locked.text
+            assert 1 <= int(locked.headers["retry-after"]) <= 60
+    # The API's bearer token is not the form: it still opens the admin API.
+    with primary.admin() as c:
+        assert c.get("/api/admin/v1/sites").status_code == 200

@@ -1,6 +1,8 @@
 """Admin page logins: the admin token typed once into a page's login form buys a random login id,
 kept in an HttpOnly cookie, and a form key that every form posts back (a page of another origin
-cannot read it). Kept in memory only: a restart signs every admin out, nothing rests on disk."""
+cannot read it). Kept in memory only: a restart signs every admin out, nothing rests on disk.
+Wrong tokens typed from one address are budgeted like a user's wrong PINs (`Lockout`: 5 within
+15 min lock that address for 60 s, doubling up to an hour), so the form is no guessing oracle."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from siteserver.domain import same_secret
+from siteserver.domain import Lockout, same_secret
 
 #: a login lasts this long from when the token was typed
 LOGIN_SECS = 8 * 3600
@@ -34,6 +36,8 @@ class AdminLogins:
     login_secs: float = LOGIN_SECS
     max_logins: int = MAX_LOGINS
     clock: Callable[[], float] = time.monotonic
+    #: wrong tokens per client address
+    guesses: Lockout = field(default_factory=Lockout)
     _logins: OrderedDict[str, AdminLogin] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from siteserver.admin.logins import AdminLogin
 from siteserver.api.auth import is_admin_token
 from siteserver.api.deps import services_of
-from siteserver.api.errors import status_of
+from siteserver.api.errors import retry_after, status_of
 from siteserver.domain import DomainError, format_cents
 from siteserver.timeutil import parse_iso, utcnow
 
@@ -136,8 +136,23 @@ async def log_in(request: Request) -> Response:
     if isinstance(form, Response):
         return form
     services = services_of(request)
+    guesses = services.admin_logins.guesses
+    address = [f"address:{request.client.host if request.client else '?'}"]
+    wait = guesses.retry_after(address)
+    if wait is not None:
+        locked = page(
+            request,
+            "login.html.j2",
+            429,
+            login=None,
+            error=f"Too many wrong tokens from this address: try again in {age(wait)}.",
+        )
+        locked.headers.update(retry_after(wait))
+        return locked
     if not is_admin_token(services, form.get("token", "")):
+        guesses.failure(address)
         return page(request, "login.html.j2", 401, login=None, error="That is not this server's admin token.")
+    guesses.forgive(address)
     login = services.admin_logins.open()
     answer = see_other("/admin")
     answer.set_cookie(
