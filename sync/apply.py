@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
@@ -27,6 +28,9 @@ from siteserver.store.settings import get_policies
 from siteserver.timeutil import now_iso
 
 from . import wire
+
+if TYPE_CHECKING:
+    from .worker import MergeWorker
 
 #: while other sites wait, the share of time background merges may keep the primary busy
 MERGE_DUTY = 0.5
@@ -111,25 +115,20 @@ class MergeGate:
 @dataclass
 class Apply:
     db: Database
-    epoch_of: Callable[[], int]
+    worker: MergeWorker  # where uploads are parsed and applied: a process of its own
     gate: MergeGate = field(default_factory=MergeGate)
 
-    async def merge(self, site_id: str, body: wire.MergeIn, *, background: bool = False) -> wire.MergeOut:
-        """Apply a site's journal entries in one write transaction; one result per entry, in
-        order. A background merge passes the gate first (it may be shed)."""
+    async def merge(self, site_id: str, body: bytes, *, background: bool = False) -> bytes:
+        """Apply a signed upload (the JSON of a MergeIn) in one write transaction; answers the
+        JSON of its MergeOut, one result per entry, in order. A background merge passes the
+        gate first (it may be shed)."""
         if not background:
-            return await self._apply(site_id, body)
+            return await self.worker.merge(site_id, body)
         self.gate.enter(site_id)
         try:
-            return await self._apply(site_id, body)
+            return await self.worker.merge(site_id, body)
         finally:
             self.gate.leave()
-
-    async def _apply(self, site_id: str, body: wire.MergeIn) -> wire.MergeOut:
-        # The epoch is read inside the write transaction, as every ledger write reads it.
-        return await self.db.write(
-            lambda conn: apply_entries(conn, site_id, body.entries, epoch=self.epoch_of())
-        )
 
     async def lookup(self, site_id: str, body: wire.LookupIn) -> bytes:
         """The ledger rows the asking site's txn_ids have now (for its reconciliation check), as

@@ -1,5 +1,6 @@
 """The primary's end of the sync API in one service, for the sync router: a site's identity
-(enrollment, signed requests, heartbeats), the feed (snapshot, changes) and the merge apply."""
+(enrollment, signed requests, heartbeats), the feed (snapshot, changes) and the merge apply
+(its worker process started and stopped with the primary)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from siteserver.store import Database
 from .apply import Apply
 from .feed import Feed
 from .sites import Sites
+from .worker import MergeWorker
 
 
 @dataclass
@@ -32,5 +34,5 @@ class SyncService:
         return cls(
             Sites(db, pepper, server_uuid, epoch_of, health_key=health_key),
             Feed(db),
-            Apply(db, epoch_of),
+            Apply(db, MergeWorker(db, server_uuid, epoch_of)),
         )

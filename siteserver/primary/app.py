@@ -143,6 +143,7 @@ class PrimaryServer:
 
     def start(self) -> None:
         self.guard.start()  # raises DuplicateServer for a live clone
+        self.sync.apply.worker.start()
         self.scheduler.start()
 
     def stop(self) -> None:
@@ -150,7 +151,8 @@ class PrimaryServer:
             self.scheduler.shutdown(wait=False)
         self.guard.stop()
         self.hashing.shutdown(wait=False)
-        self.db.close()
+        self.db.close()  # the uploads handed to the merge worker are answered first
+        self.sync.apply.worker.stop()
 
     def app(self) -> FastAPI:
         app = build_app(

@@ -131,7 +131,7 @@ class Guard:
         if self.role not in (Role.ACTIVE, Role.STARTING):
             raise NotActive("this application server is passive and does not write")
         held = lease.read_lease(conn)
-        if held.holder != self.server_uuid or held.epoch != self.epoch:
+        if not held.held_by(self.server_uuid, self.epoch):
             self._step_down(f"fenced: epoch {self.epoch} was replaced by epoch {held.epoch} ({held.holder})")
             raise NotActive("this application server was replaced by another active member")
 
@@ -273,7 +273,7 @@ class Guard:
     def _renew(self, conn: sqlite_utils.Database) -> bool:
         self._beat_member(conn)
         held = lease.read_lease(conn)
-        if held.holder != self.server_uuid or held.epoch != self.epoch:
+        if not held.held_by(self.server_uuid, self.epoch):
             return False
         lease.renew_lease(conn, now_iso())
         return True

@@ -4,7 +4,8 @@ HTTP views never touch SQLite; they hand a function to `read()` or `write()`. Ev
 inside `BEGIN IMMEDIATE … COMMIT` on the writer thread, in its own savepoint, and its future
 resolves only after COMMIT returned with `synchronous=FULL`: an answered write is on disk.
 Writes that arrive together share one transaction (one fsync), which is what makes durable
-charging fast on SQLite.
+charging fast on SQLite. Writes another process makes for this one (the primary's merge worker)
+are handed to it from the writer thread (`handoff`), so they queue with this process's writes.
 
 Reads run on one reader thread that drains everything queued before it sleeps again and hands the
 batch of answers to the event loop in one wake-up. A thread hop per read costs more than the read
@@ -101,6 +102,7 @@ class _Job:
     fn: Callable[[sqlite_utils.Database], Any]
     future: Future[Any]
     fenced: bool
+    handoff: bool = False  # no transaction of ours: another process writes meanwhile (`handoff`)
 
 
 def private_dir(path: Path) -> None:
@@ -111,10 +113,17 @@ def private_dir(path: Path) -> None:
 
 
 def _private_database(path: Path) -> None:
-    """The database, its WAL and its SHM readable by their owner only (0600): they hold every
-    user's hashes and balances. SQLite makes the WAL and SHM with the database file's mode."""
+    """The database created readable by its owner only (0600) before SQLite opens it: it holds
+    every user's hashes and balances."""
     private_dir(path.parent)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    _private_files(path)
+
+
+def _private_files(path: Path) -> None:
+    """The database, its WAL and its SHM kept 0600 (SQLite makes the WAL and SHM with the
+    database file's mode). Only chmod once connected: closing any descriptor of the file would
+    drop every POSIX lock this process holds on it, its connections' locks included."""
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(p, 0o600)
@@ -141,7 +150,7 @@ class Database:
         """
         _private_database(self.path)
         self._writer_conn = connect(self.path)
-        _private_database(self.path)  # the WAL and SHM that connecting made
+        _private_files(self.path)  # the WAL and SHM that connecting made
         if migrations is not None:
             conn = self._writer_conn
             conn.execute("BEGIN IMMEDIATE")
@@ -251,6 +260,16 @@ class Database:
     def write_sync(self, fn: Work[T], *, fenced: bool = True, timeout: float | None = None) -> T:
         return self.submit(fn, fenced=fenced).result(timeout=timeout)
 
+    async def handoff(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the writer thread between two of its transactions: for writes another
+        process makes (the primary's merge worker). They take their turn with this process's
+        writes instead of racing them for SQLite's lock, where a busy wait can starve."""
+        if self._writer is None:
+            raise RuntimeError("database is not open")
+        fut: Future[T] = Future()
+        self._queue.put(_Job(lambda _conn: fn(), fut, fenced=False, handoff=True))
+        return await asyncio.wrap_future(fut)
+
     def _write_loop(self) -> None:
         carry: _Job | None = None
         while True:
@@ -268,7 +287,8 @@ class Database:
                 if nxt is None:
                     stop = True
                     break
-                if nxt.fenced != job.fenced:  # fenced and unfenced work never share a transaction
+                # Fenced and unfenced work never share a transaction; a handoff has none.
+                if (nxt.fenced, nxt.handoff) != (job.fenced, job.handoff):
                     carry = nxt
                     break
                 group.append(nxt)
@@ -281,6 +301,13 @@ class Database:
         assert conn is not None
         group = [j for j in group if j.future.set_running_or_notify_cancel()]
         if not group:
+            return
+        if group[0].handoff:
+            for j in group:
+                try:
+                    j.future.set_result(j.fn(conn))
+                except BaseException as e:  # the caller gets it; the writer carries on
+                    j.future.set_exception(e)
             return
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -15,6 +15,10 @@ class Lease:
     epoch: int  # the fencing token, one more with every takeover
     beat: int  # moves with every renewal: a passive member watches it
 
+    def held_by(self, server_uuid: str, epoch: int) -> bool:
+        """The lease is still this member's, at this epoch: its writes may go on."""
+        return self.holder == server_uuid and self.epoch == epoch
+
 
 @dataclass(frozen=True, slots=True)
 class Member:

@@ -1,0 +1,203 @@
+"""The primary's merge worker: a process of its own that parses, applies and answers the sites'
+uploads (`sync.apply.apply_entries`), so that a storm of merges does not hold the interpreter
+lock the devices' logins need (one GIL per process).
+
+The primary hands it every upload waiting at that moment from its writer thread
+(`Database.handoff`): the primary's own writes wait their turn meanwhile instead of racing the
+worker for SQLite's lock. The worker applies them on its own connection, one write transaction
+for the lot with a savepoint each (the group commit of `store.db`), fenced by the lease at the
+epoch the primary holds, and answers only after COMMIT. A worker that dies is started again; the
+uploads it had are answered 503 and the sites send them again (a txn_id is applied once).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from siteserver.domain import NotActive, Unavailable
+from siteserver.store import Database, lease
+
+from . import wire
+from .apply import apply_entries
+from .errors import UnreadableUpload
+
+log = logging.getLogger("siteserver.primary.merge")
+
+Kind = Literal["merged", "invalid", "fenced", "failed", "stopped"]
+#: what became of one upload: its encoded MergeOut, its validation errors, or why not
+Outcome = tuple[Kind, Any]
+#: validation errors kept per upload: the 422's detail names the first ten
+MAX_ERRORS = 20
+REPLACED = "this application server was replaced by another active member"
+
+
+@dataclass
+class _Upload:
+    site_id: str
+    body: bytes
+    outcome: Future[Outcome] = field(default_factory=Future)
+
+
+class MergeWorker:
+    """The primary's side: starts the worker, hands it uploads, turns outcomes into answers."""
+
+    def __init__(self, db: Database, server_uuid: str, epoch_of: Callable[[], int]) -> None:
+        self.db = db
+        self.server_uuid = server_uuid
+        self.epoch_of = epoch_of
+        self._pending: list[_Upload] = []
+        self._lock = threading.Lock()
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process with threads
+        ours, theirs = ctx.Pipe()
+        process = ctx.Process(
+            target=serve,
+            args=(theirs, str(self.db.path), self.server_uuid),
+            name="siteserver-merge-worker",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        self._process, self._conn = process, ours
+
+    def stop(self) -> None:
+        """Once the writer thread is stopped: the worker sees its pipe close and exits."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process = None
+
+    async def merge(self, site_id: str, body: bytes) -> bytes:
+        """The JSON of the upload's MergeOut once it is committed; UnreadableUpload for a body
+        that is not a MergeIn, NotActive when fenced, Unavailable when the worker died."""
+        upload = _Upload(site_id, body)
+        with self._lock:
+            self._pending.append(upload)
+        # Sent by this handoff or an earlier one: either has run once this one returns.
+        await self.db.handoff(self._flush)
+        kind, value = upload.outcome.result()
+        if kind == "merged":
+            assert isinstance(value, bytes)
+            return value
+        if kind == "invalid":
+            raise UnreadableUpload(value)
+        if kind == "fenced":
+            raise NotActive(value)
+        if kind == "stopped":
+            raise Unavailable(value)
+        raise RuntimeError(f"the merge worker could not apply an upload: {value}")
+
+    def _flush(self) -> None:
+        """On the writer thread: send every upload waiting, wait for their outcomes."""
+        with self._lock:
+            uploads, self._pending = self._pending, []
+        if not uploads:
+            return
+        try:
+            assert self._conn is not None
+            self._conn.send((self.epoch_of(), [(u.site_id, u.body) for u in uploads]))
+            outcomes: list[Outcome] = self._conn.recv()
+        except (EOFError, OSError) as e:
+            log.error(
+                "the merge worker stopped (%s) before it answered %d upload(s); starting it again",
+                type(e).__name__,
+                len(uploads),
+            )
+            self.stop()
+            self.start()
+            gone: Outcome = ("stopped", "the primary's merge worker stopped before it answered: send again")
+            outcomes = [gone] * len(uploads)
+        for u, outcome in zip(uploads, outcomes, strict=True):
+            u.outcome.set_result(outcome)
+
+
+# -- the worker process ----------------------------------------------------------------------
+
+
+def serve(conn: Connection, database: str, server_uuid: str) -> None:
+    """The worker's life: batches of uploads in, their outcomes out, until the pipe closes (the
+    primary stopped or died). Signals to stop go to the primary, which closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    db = Database(database)
+    db.open()
+    try:
+        while True:
+            try:
+                epoch, uploads = conn.recv()
+            except EOFError:
+                return
+            outcomes = merge_uploads(db, server_uuid, epoch, uploads)
+            try:
+                conn.send(outcomes)
+            except OSError:
+                return
+    finally:
+        db.close()
+
+
+def merge_uploads(
+    db: Database, server_uuid: str, epoch: int, uploads: Sequence[tuple[str, bytes]]
+) -> list[Outcome]:
+    """Parse each upload, apply them together, answer each once all are committed."""
+
+    def fence(conn: Any) -> None:
+        if not lease.read_lease(conn).held_by(server_uuid, epoch):
+            raise NotActive(REPLACED)
+
+    db.set_fence(fence)
+    parsed = [_parse(body) for _, body in uploads]
+    applying = [
+        db.submit(partial(apply_entries, site_id=site_id, entries=m.entries, epoch=epoch))
+        if isinstance(m, wire.MergeIn)
+        else None
+        for (site_id, _), m in zip(uploads, parsed, strict=True)
+    ]
+    outcomes: list[Outcome] = []
+    for m, future in zip(parsed, applying, strict=True):
+        if future is None:
+            outcomes.append(("invalid", m))
+            continue
+        try:
+            outcomes.append(("merged", future.result().model_dump_json().encode()))
+        except NotActive as e:
+            outcomes.append(("fenced", e.detail))
+        except Exception as e:  # the primary logs it as the bug it is
+            outcomes.append(("failed", f"{type(e).__name__}: {e}"))
+    return outcomes
+
+
+def _parse(body: bytes) -> wire.MergeIn | list[dict[str, Any]]:
+    """The upload in one pass of pydantic's JSON parser, or its errors (without the input,
+    which may be the whole body)."""
+    try:
+        return wire.MergeIn.model_validate_json(body)
+    except ValidationError as e:
+        return [
+            {"type": err["type"], "loc": err["loc"], "msg": err["msg"]}
+            for err in e.errors(include_url=False)[:MAX_ERRORS]
+        ]

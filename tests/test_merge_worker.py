@@ -1,0 +1,123 @@
+"""The primary's merge worker (sync.worker): the process of its own that parses and applies the
+sites' uploads. SIGKILLed in the middle of a merge it is started again, its upload is answered
+503 and sent again, and every entry is applied exactly once; it does not outlive its primary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from siteserver.launch import wait_until
+from sync import wire
+from tests.kit.journal import JOURNAL, add_payers, balances, entry
+from tests.kit.primary import Primary, start_primary
+from tests.kit.site import EnrolledSite, enrolled_site
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (from /proc)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, ...
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(d.name))
+    return found
+
+
+def merge_worker(p: Primary) -> int:
+    """The pid of the primary's merge worker (beside it, multiprocessing's resource tracker)."""
+    assert p.process.proc is not None
+    pid = p.process.proc.pid
+
+    def workers() -> list[int]:
+        return [c for c in children(pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+
+    wait_until(lambda: len(workers()) == 1, 30, "the primary's merge worker")
+    (worker,) = workers()
+    return worker
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def upload(site: EnrolledSite, body: dict[str, Any]) -> httpx.Response:
+    with site.client() as c:
+        return c.request("POST", JOURNAL, json_body=body)
+
+
+def full_upload() -> dict[str, Any]:
+    return {"entries": [entry("user:alice", 1) for _ in range(wire.MAX_JOURNAL_ENTRIES)]}
+
+
+def test_a_merge_worker_killed_mid_merge_is_started_again_and_every_entry_lands_once(
+    primary: Primary,
+) -> None:
+    add_payers(primary)
+    site = enrolled_site(primary)
+    first = merge_worker(primary)
+    r = upload(site, full_upload())
+    assert r.status_code == 200 and r.json()["receipt"]["applied"] == wire.MAX_JOURNAL_ENTRIES, r.text
+
+    # An upload of 5000 entries in flight (parsed, applied and answered by the worker) when the
+    # worker is SIGKILLed, and one sent once it is dead.
+    in_flight, after = full_upload(), full_upload()
+    answers: dict[str, httpx.Response] = {}
+    sending = threading.Thread(target=lambda: answers.setdefault("in_flight", upload(site, in_flight)))
+    sending.start()
+    time.sleep(0.05)
+    os.kill(first, signal.SIGKILL)
+    sending.join(timeout=60)
+    answers["after"] = upload(site, after)
+
+    # Whichever reached the dead worker first was not answered by it.
+    assert 503 in {a.status_code for a in answers.values()}, {k: a.text for k, a in answers.items()}
+    statuses: dict[str, set[str]] = {}
+    for name, body in (("in_flight", in_flight), ("after", after)):
+        r = answers[name]
+        while r.status_code == 503:  # the worker's uploads when it died: as a site, send again
+            assert r.json()["error"] == "unavailable", r.text
+            assert "merge worker" in r.json()["detail"], r.text
+            r = upload(site, body)
+        assert r.status_code == 200, r.text
+        statuses[name] = {res["status"] for res in r.json()["results"]}
+    # Applied by the killed worker before it died (then answered duplicate) or by the new one.
+    assert statuses["in_flight"] in ({"applied"}, {"duplicate"}), statuses
+    assert statuses["after"] == {"applied"}, statuses
+    assert balances(primary)["alice"] == 1000 + 3 * wire.MAX_JOURNAL_ENTRIES
+
+    second = merge_worker(primary)
+    assert second != first and not alive(first)
+    assert "the merge worker stopped" in primary.process.log_tail(200_000)
+    # The primary goes on answering its own writes meanwhile and after.
+    r = upload(site, {"entries": [entry("user:bob", 2)]})
+    assert r.status_code == 200 and r.json()["results"][0]["status"] == "applied", r.text
+
+
+def test_the_merge_worker_does_not_outlive_its_primary(tmp_path: Path) -> None:
+    p = start_primary(tmp_path)
+    worker = merge_worker(p)
+    p.process.kill()  # SIGKILL: no stop() closes the worker's pipe; the kernel does
+    wait_until(lambda: not alive(worker), 10, "the orphaned merge worker gone")
+
+    # A politely stopped primary stops its worker too.
+    q = start_primary(tmp_path / "again")
+    worker = merge_worker(q)
+    q.process.stop()
+    wait_until(lambda: not alive(worker), 10, "the stopped primary's merge worker gone")
