@@ -4,6 +4,7 @@ sites' uploads. SIGKILLed in the middle of a merge it is started again, its uplo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -14,7 +15,10 @@ from typing import Any
 import httpx
 
 from siteserver.launch import wait_until
+from siteserver.store import Database, lease, ledger
+from siteserver.timeutil import now_iso
 from sync import wire
+from sync.worker import merge_uploads
 from tests.kit.journal import JOURNAL, add_payers, balances, entry
 from tests.kit.primary import Primary, start_primary
 from tests.kit.site import EnrolledSite, enrolled_site
@@ -121,3 +125,27 @@ def test_the_merge_worker_does_not_outlive_its_primary(tmp_path: Path) -> None:
     worker = merge_worker(q)
     q.process.stop()
     wait_until(lambda: not alive(worker), 10, "the stopped primary's merge worker gone")
+
+
+def test_the_worker_applies_only_at_the_epoch_the_primary_holds(fresh_db: Database) -> None:
+    """The worker runs in its own process with its own connection: it fences every transaction on
+    the lease itself. Once another member took the lease, the old epoch's uploads are refused
+    whole and none of their entries reach the ledger; a body that is not a MergeIn is said so."""
+    epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
+    good, late = entry("user:alice", 5), entry("user:alice", 7)
+
+    def body(*entries: dict[str, Any]) -> bytes:
+        return json.dumps({"entries": list(entries)}).encode()
+
+    outcomes = merge_uploads(fresh_db, "member-a", epoch, [("s1", body(good)), ("s1", b'{"entries": 1}')])
+    (kind, answer), (bad_kind, errors) = outcomes
+    # No user alice in this database: billed to the fallback account, said as a conflict.
+    merged = wire.MergeOut.model_validate_json(answer).results[0]
+    assert kind == "merged" and merged.status == "applied_with_conflict", merged
+    assert bad_kind == "invalid" and errors[0]["loc"] == ("entries",), errors
+
+    fresh_db.write_sync(lambda c: lease.take_lease(c, "member-b", now_iso()), fenced=False)
+    ((kind, detail),) = merge_uploads(fresh_db, "member-a", epoch, [("s1", body(late))])
+    assert kind == "fenced" and "replaced" in detail
+    applied = fresh_db.read_sync(lambda c: ledger.applications(c, [good["txn_id"], late["txn_id"]]))
+    assert [a.txn_id for a in applied] == [good["txn_id"]]
