@@ -6,8 +6,9 @@ The primary hands it every upload waiting at that moment from its writer thread
 (`Database.handoff`): the primary's own writes wait their turn meanwhile instead of racing the
 worker for SQLite's lock. The worker applies them on its own connection, one write transaction
 for the lot with a savepoint each (the group commit of `store.db`), fenced by the lease at the
-epoch the primary holds, and answers only after COMMIT. A worker that dies is started again; the
-uploads it had are answered 503 and the sites send them again (a txn_id is applied once).
+epoch the primary holds, and answers only after COMMIT. A worker that dies, or does not answer
+within ANSWER_SECS, is (killed and) started again; the uploads it had are answered 503 and the
+sites send them again (a txn_id is applied once).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from siteserver.domain import NotActive, Unavailable
 from siteserver.store import Database, lease
+from siteserver.store.db import is_locked
 
 from . import wire
 from .apply import apply_entries
@@ -35,9 +37,12 @@ from .errors import UnreadableUpload
 
 log = logging.getLogger("siteserver.primary.merge")
 
-Kind = Literal["merged", "invalid", "fenced", "failed", "stopped"]
+Kind = Literal["merged", "invalid", "fenced", "stopped", "locked", "failed"]
 #: what became of one upload: its encoded MergeOut, its validation errors, or why not
 Outcome = tuple[Kind, Any]
+#: how long the worker may take over one handoff before it is taken for stuck (frozen, or
+#: waiting on a lock that never comes), killed and started again: an apply takes seconds at most
+ANSWER_SECS = 30.0
 #: validation errors kept per upload: the 422's detail names the first ten
 MAX_ERRORS = 20
 REPLACED = "this application server was replaced by another active member"
@@ -53,10 +58,13 @@ class _Upload:
 class MergeWorker:
     """The primary's side: starts the worker, hands it uploads, turns outcomes into answers."""
 
-    def __init__(self, db: Database, server_uuid: str, epoch_of: Callable[[], int]) -> None:
+    def __init__(
+        self, db: Database, server_uuid: str, epoch_of: Callable[[], int], *, answer_secs: float = ANSWER_SECS
+    ) -> None:
         self.db = db
         self.server_uuid = server_uuid
         self.epoch_of = epoch_of
+        self.answer_secs = answer_secs
         self._pending: list[_Upload] = []
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
@@ -79,13 +87,14 @@ class MergeWorker:
         theirs.close()
         self._process, self._conn = process, ours
 
-    def stop(self) -> None:
-        """Once the writer thread is stopped: the worker sees its pipe close and exits."""
+    def stop(self, *, wait: float = 10) -> None:
+        """Once the writer thread is stopped: the worker sees its pipe close and exits (killed
+        if it has not within `wait` s)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            self._process.join(timeout=10)
+            self._process.join(timeout=wait)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
@@ -107,9 +116,15 @@ class MergeWorker:
             raise UnreadableUpload(value)
         if kind == "fenced":
             raise NotActive(value)
-        if kind == "stopped":
+        if kind in ("stopped", "locked"):
             raise Unavailable(value)
         raise RuntimeError(f"the merge worker could not apply an upload: {value}")
+
+    @staticmethod
+    def _kill(process: BaseProcess | None, stuck: threading.Event) -> None:
+        stuck.set()
+        if process is not None:
+            process.kill()
 
     def _flush(self) -> None:
         """On the writer thread: send every upload waiting, wait for their outcomes."""
@@ -117,6 +132,10 @@ class MergeWorker:
             uploads, self._pending = self._pending, []
         if not uploads:
             return
+        # A stuck worker blocks the send (a full pipe) or the answer: killed, it unblocks both.
+        stuck = threading.Event()
+        watchdog = threading.Timer(self.answer_secs, self._kill, args=(self._process, stuck))
+        watchdog.start()
         try:
             assert self._conn is not None
             self._conn.send((self.epoch_of(), [(u.site_id, u.body) for u in uploads]))
@@ -124,13 +143,15 @@ class MergeWorker:
         except (EOFError, OSError) as e:
             log.error(
                 "the merge worker stopped (%s) before it answered %d upload(s); starting it again",
-                type(e).__name__,
+                f"no answer within {self.answer_secs:g} s" if stuck.is_set() else type(e).__name__,
                 len(uploads),
             )
-            self.stop()
+            self.stop(wait=0)  # what it did is committed or not: a txn_id sent again lands once
             self.start()
             gone: Outcome = ("stopped", "the primary's merge worker stopped before it answered: send again")
             outcomes = [gone] * len(uploads)
+        finally:
+            watchdog.cancel()
         for u, outcome in zip(uploads, outcomes, strict=True):
             u.outcome.set_result(outcome)
 
@@ -186,8 +207,11 @@ def merge_uploads(
             outcomes.append(("merged", future.result().model_dump_json().encode()))
         except NotActive as e:
             outcomes.append(("fenced", e.detail))
-        except Exception as e:  # the primary logs it as the bug it is
-            outcomes.append(("failed", f"{type(e).__name__}: {e}"))
+        except Exception as e:
+            if is_locked(e):  # another process held the write lock past the busy timeout
+                outcomes.append(("locked", "the ledger is locked by another writer: send again"))
+            else:  # the primary logs it as the bug it is
+                outcomes.append(("failed", f"{type(e).__name__}: {e}"))
     return outcomes
 
 

@@ -4,21 +4,25 @@ sites' uploads. SIGKILLed in the middle of a merge it is started again, its uplo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from siteserver.domain import Unavailable
 from siteserver.launch import wait_until
 from siteserver.store import Database, lease, ledger
 from siteserver.timeutil import now_iso
 from sync import wire
-from sync.worker import merge_uploads
+from sync.worker import MergeWorker, merge_uploads
 from tests.kit.journal import JOURNAL, add_payers, balances, entry
 from tests.kit.primary import Primary, start_primary
 from tests.kit.site import EnrolledSite, enrolled_site
@@ -149,3 +153,50 @@ def test_the_worker_applies_only_at_the_epoch_the_primary_holds(fresh_db: Databa
     assert kind == "fenced" and "replaced" in detail
     applied = fresh_db.read_sync(lambda c: ledger.applications(c, [good["txn_id"], late["txn_id"]]))
     assert [a.txn_id for a in applied] == [good["txn_id"]]
+
+
+def test_a_frozen_worker_is_killed_after_its_answer_time_and_the_upload_lands_once(
+    fresh_db: Database,
+) -> None:
+    """A worker that does not answer (SIGSTOP here; a lock that never comes in the field) must not
+    hold the primary's writer thread for ever: past its answer time it is killed and started
+    again, the upload is answered Unavailable, and sent again it is applied once."""
+    epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
+    worker = MergeWorker(fresh_db, "member-a", lambda: epoch, answer_secs=1.0)
+    worker.start()
+    try:
+        # More than a pipe holds: the send itself blocks on the frozen worker.
+        charges = [entry("user:alice", 1) for _ in range(wire.MAX_JOURNAL_ENTRIES)]
+        body = json.dumps({"entries": charges}).encode()
+        frozen = worker.pid
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)
+        with pytest.raises(Unavailable, match="merge worker"):
+            asyncio.run(worker.merge("s1", body))
+        assert worker.pid != frozen and not alive(frozen)
+        # The writer thread is free again: the primary's own writes go on.
+        assert fresh_db.write_sync(lambda c: 1, fenced=False) == 1
+
+        for expected in ("applied_with_conflict", "duplicate"):
+            out = wire.MergeOut.model_validate_json(asyncio.run(worker.merge("s1", body)))
+            assert {r.status for r in out.results} == {expected}
+    finally:
+        worker.stop()
+    applied = fresh_db.read_sync(lambda c: ledger.applications(c, [e["txn_id"] for e in charges]))
+    assert len(applied) == len({a.txn_id for a in applied}) == wire.MAX_JOURNAL_ENTRIES
+
+
+def test_an_upload_that_waits_out_the_busy_timeout_is_answered_unavailable(fresh_db: Database) -> None:
+    """Another process holding SQLite's write lock past the busy timeout (a member frozen in a
+    transaction) is a moment to send again, not a bug: outcome "locked", the route's 503."""
+    epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
+    body = json.dumps({"entries": [entry("user:alice", 5)]}).encode()
+    holder = sqlite3.connect(fresh_db.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        ((kind, detail),) = merge_uploads(fresh_db, "member-a", epoch, [("s1", body)])
+        assert kind == "locked" and "send again" in detail
+    finally:
+        holder.close()
+    ((kind, _),) = merge_uploads(fresh_db, "member-a", epoch, [("s1", body)])
+    assert kind == "merged"
