@@ -13,6 +13,7 @@ sites send them again (a txn_id is applied once).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import signal
@@ -25,6 +26,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal
 
+import sqlite_utils
 from pydantic import ValidationError
 
 from siteserver.domain import NotActive, Unavailable
@@ -37,15 +39,23 @@ from .errors import UnreadableUpload
 
 log = logging.getLogger("siteserver.primary.merge")
 
+#: what the worker says once its database is open
+READY = "ready"
 Kind = Literal["merged", "invalid", "fenced", "stopped", "locked", "failed"]
 #: what became of one upload: its encoded MergeOut, its validation errors, or why not
 Outcome = tuple[Kind, Any]
 #: how long the worker may take over one handoff before it is taken for stuck (frozen, or
-#: waiting on a lock that never comes), killed and started again: an apply takes seconds at most
-ANSWER_SECS = 30.0
+#: waiting on a lock that never comes), killed and started again: a handoff of MAX_HANDOFF
+#: uploads applies in seconds, and the guard's lease renewals wait behind it
+ANSWER_SECS = 10.0
+#: uploads handed over at once at most (the rest go with the next handoff)
+MAX_HANDOFF = 10
+#: how long a new worker may take to open the database and say it is ready
+READY_SECS = 30.0
 #: validation errors kept per upload: the 422's detail names the first ten
 MAX_ERRORS = 20
 REPLACED = "this application server was replaced by another active member"
+STOPPED = "the primary's merge worker stopped before it answered: send again"
 
 
 @dataclass
@@ -53,6 +63,10 @@ class _Upload:
     site_id: str
     body: bytes
     outcome: Future[Outcome] = field(default_factory=Future)
+
+
+class WorkerNotStarted(RuntimeError):
+    """The merge worker did not say it was ready (it could not open the database)."""
 
 
 class MergeWorker:
@@ -67,6 +81,7 @@ class MergeWorker:
         self.answer_secs = answer_secs
         self._pending: list[_Upload] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
 
@@ -75,6 +90,7 @@ class MergeWorker:
         return None if self._process is None else self._process.pid
 
     def start(self) -> None:
+        """Start the worker and wait until it has the database open (WorkerNotStarted if not)."""
         ctx = multiprocessing.get_context("spawn")  # never fork a process with threads
         ours, theirs = ctx.Pipe()
         process = ctx.Process(
@@ -86,29 +102,43 @@ class MergeWorker:
         process.start()
         theirs.close()
         self._process, self._conn = process, ours
+        try:
+            ready = ours.poll(READY_SECS) and ours.recv() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self._discard(wait=0)
+            raise WorkerNotStarted(f"the merge worker did not start within {READY_SECS:g} s (see its log)")
 
-    def stop(self, *, wait: float = 10) -> None:
-        """Once the writer thread is stopped: the worker sees its pipe close and exits (killed
-        if it has not within `wait` s)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._process is not None:
-            self._process.join(timeout=wait)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-            self._process = None
+    def stop(self) -> None:
+        """Once the writer thread is stopped: the worker sees its pipe close and exits. A
+        handoff still running answers its uploads and does not start another worker."""
+        with self._lock:
+            self._closed = True
+        self._discard(wait=10)
+
+    def _discard(self, *, wait: float) -> None:
+        """Close the pipe; the worker exits, or is killed after `wait` s."""
+        conn, process, self._conn, self._process = self._conn, self._process, None, None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.join(timeout=wait)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
     async def merge(self, site_id: str, body: bytes) -> bytes:
         """The JSON of the upload's MergeOut once it is committed; UnreadableUpload for a body
         that is not a MergeIn, NotActive when fenced, Unavailable when the worker died."""
         upload = _Upload(site_id, body)
         with self._lock:
+            if self._closed:
+                raise Unavailable("the primary is stopping: send again")
             self._pending.append(upload)
         # Sent by this handoff or an earlier one: either has run once this one returns.
         await self.db.handoff(self._flush)
-        kind, value = upload.outcome.result()
+        kind, value = await asyncio.wrap_future(upload.outcome)
         if kind == "merged":
             assert isinstance(value, bytes)
             return value
@@ -120,40 +150,65 @@ class MergeWorker:
             raise Unavailable(value)
         raise RuntimeError(f"the merge worker could not apply an upload: {value}")
 
-    @staticmethod
-    def _kill(process: BaseProcess | None, stuck: threading.Event) -> None:
-        stuck.set()
-        if process is not None:
-            process.kill()
-
-    def _flush(self) -> None:
-        """On the writer thread: send every upload waiting, wait for their outcomes."""
+    def _flush(self, conn: sqlite_utils.Database) -> None:
+        """On the writer thread: hand the uploads waiting to the worker; every one of them has
+        its outcome when this returns, whatever happens."""
         with self._lock:
-            uploads, self._pending = self._pending, []
+            uploads, self._pending = self._pending[:MAX_HANDOFF], self._pending[MAX_HANDOFF:]
         if not uploads:
             return
+        outcomes: list[Outcome] = []
+        try:
+            self.db.fence(conn)  # a member that stepped down hands nothing over
+            outcomes = self._hand_over(uploads)
+        except NotActive as e:
+            outcomes = [("fenced", e.detail)] * len(uploads)
+        except Exception:
+            log.exception("could not hand %d upload(s) to the merge worker", len(uploads))
+        finally:
+            if len(outcomes) != len(uploads):  # nothing is claimed: the sites send them again
+                outcomes = [("stopped", STOPPED)] * len(uploads)
+            for u, outcome in zip(uploads, outcomes, strict=True):
+                u.outcome.set_result(outcome)
+
+    def _hand_over(self, uploads: list[_Upload]) -> list[Outcome]:
+        if self._conn is None:  # a restart failed: try again now
+            self._restart("it was not running")
+        if self._conn is None:
+            return [("stopped", STOPPED)] * len(uploads)
         # A stuck worker blocks the send (a full pipe) or the answer: killed, it unblocks both.
         stuck = threading.Event()
-        watchdog = threading.Timer(self.answer_secs, self._kill, args=(self._process, stuck))
+        watchdog = threading.Timer(self.answer_secs, _kill, args=(self._process, stuck))
         watchdog.start()
         try:
-            assert self._conn is not None
             self._conn.send((self.epoch_of(), [(u.site_id, u.body) for u in uploads]))
             outcomes: list[Outcome] = self._conn.recv()
+            return outcomes
         except (EOFError, OSError) as e:
-            log.error(
-                "the merge worker stopped (%s) before it answered %d upload(s); starting it again",
-                f"no answer within {self.answer_secs:g} s" if stuck.is_set() else type(e).__name__,
-                len(uploads),
-            )
-            self.stop(wait=0)  # what it did is committed or not: a txn_id sent again lands once
-            self.start()
-            gone: Outcome = ("stopped", "the primary's merge worker stopped before it answered: send again")
-            outcomes = [gone] * len(uploads)
+            why = f"no answer within {self.answer_secs:g} s" if stuck.is_set() else type(e).__name__
+            log.error("the merge worker stopped (%s) before it answered %d upload(s)", why, len(uploads))
+            self._restart(why)
+            return [("stopped", STOPPED)] * len(uploads)
         finally:
             watchdog.cancel()
-        for u, outcome in zip(uploads, outcomes, strict=True):
-            u.outcome.set_result(outcome)
+
+    def _restart(self, why: str) -> None:
+        """A new worker for the next handoff (what the old one did is committed or not: a txn_id
+        sent again lands once); not once the primary is stopping."""
+        self._discard(wait=0)
+        if self._closed:
+            return
+        log.error("starting the merge worker again (%s)", why)
+        try:
+            self.start()
+        except WorkerNotStarted:
+            log.exception("the merge worker could not start; the next upload tries again")
+
+
+def _kill(process: BaseProcess | None, stuck: threading.Event) -> None:
+    stuck.set()
+    if process is not None:
+        process.kill()
 
 
 # -- the worker process ----------------------------------------------------------------------
@@ -167,12 +222,17 @@ def serve(conn: Connection, database: str, server_uuid: str) -> None:
     db = Database(database)
     db.open()
     try:
+        conn.send(READY)
         while True:
             try:
                 epoch, uploads = conn.recv()
             except EOFError:
                 return
-            outcomes = merge_uploads(db, server_uuid, epoch, uploads)
+            try:
+                outcomes = merge_uploads(db, server_uuid, epoch, uploads)
+            except Exception as e:  # a bug: said for each upload, the worker goes on
+                log.exception("the merge worker could not merge %d upload(s)", len(uploads))
+                outcomes = [("failed", f"{type(e).__name__}: {e}")] * len(uploads)
             try:
                 conn.send(outcomes)
             except OSError:

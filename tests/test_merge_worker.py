@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from siteserver.domain import Unavailable
+from siteserver.domain import NotActive, Unavailable
 from siteserver.launch import wait_until
 from siteserver.store import Database, lease, ledger
 from siteserver.timeutil import now_iso
 from sync import wire
-from sync.worker import MergeWorker, merge_uploads
+from sync.worker import MergeWorker, WorkerNotStarted, merge_uploads
 from tests.kit.journal import JOURNAL, add_payers, balances, entry
 from tests.kit.primary import Primary, start_primary
 from tests.kit.site import EnrolledSite, enrolled_site
@@ -57,6 +57,15 @@ def merge_worker(p: Primary) -> int:
     return worker
 
 
+def cpu_ticks(pid: int) -> int:
+    """The CPU time a process has used, user and system, in clock ticks (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -88,10 +97,15 @@ def test_a_merge_worker_killed_mid_merge_is_started_again_and_every_entry_lands_
     in_flight, after = full_upload(), full_upload()
     answers: dict[str, httpx.Response] = {}
     sending = threading.Thread(target=lambda: answers.setdefault("in_flight", upload(site, in_flight)))
+    busy_before = cpu_ticks(first)
     sending.start()
-    time.sleep(0.05)
+    # Killed once it is at work on the upload (its CPU time moves), or after 5 s at the latest.
+    deadline = time.monotonic() + 5
+    while cpu_ticks(first) < busy_before + 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
     os.kill(first, signal.SIGKILL)
     sending.join(timeout=60)
+    assert not sending.is_alive(), "the upload in flight was never answered"
     answers["after"] = upload(site, after)
 
     # Whichever reached the dead worker first was not answered by it.
@@ -174,6 +188,7 @@ def test_a_frozen_worker_is_killed_after_its_answer_time_and_the_upload_lands_on
         with pytest.raises(Unavailable, match="merge worker"):
             asyncio.run(worker.merge("s1", body))
         assert worker.pid != frozen and not alive(frozen)
+        worker.answer_secs = 30  # the new worker is not frozen: time enough on a loaded machine
         # The writer thread is free again: the primary's own writes go on.
         assert fresh_db.write_sync(lambda c: 1, fenced=False) == 1
 
@@ -200,3 +215,34 @@ def test_an_upload_that_waits_out_the_busy_timeout_is_answered_unavailable(fresh
         holder.close()
     ((kind, _),) = merge_uploads(fresh_db, "member-a", epoch, [("s1", body)])
     assert kind == "merged"
+
+
+def test_a_member_that_stepped_down_hands_no_upload_to_the_worker(fresh_db: Database) -> None:
+    """The primary's own fence (the guard: passive, or replaced) runs before anything is handed
+    over, so queued uploads of a member that stepped down are refused, not applied."""
+    epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
+    worker = MergeWorker(fresh_db, "member-a", lambda: epoch)
+    worker.start()
+    charge = entry("user:alice", 5)
+
+    def passive(_conn: object) -> None:
+        raise NotActive("this application server is passive and does not write")
+
+    try:
+        fresh_db.set_fence(passive)
+        with pytest.raises(NotActive, match="passive"):
+            asyncio.run(worker.merge("s1", json.dumps({"entries": [charge]}).encode()))
+    finally:
+        fresh_db.set_fence(None)
+        worker.stop()
+    assert fresh_db.read_sync(lambda c: ledger.applications(c, [charge["txn_id"]])) == []
+    with pytest.raises(Unavailable, match="stopping"):  # and once stopped, nothing is taken
+        asyncio.run(worker.merge("s1", json.dumps({"entries": [charge]}).encode()))
+
+
+def test_a_worker_that_cannot_open_the_database_fails_the_start(tmp_path: Path) -> None:
+    """Not a primary that starts and then answers 503 to every merge: it says so at once."""
+    worker = MergeWorker(Database(tmp_path), "member-a", lambda: 1)  # a directory, not a database
+    with pytest.raises(WorkerNotStarted, match="did not start"):
+        worker.start()
+    assert worker.pid is None

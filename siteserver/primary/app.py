@@ -31,6 +31,7 @@ from siteserver.store.db import private_dir
 from siteserver.web import pages
 from siteserver.web import primary as fleet_page
 from sync.service import SyncService
+from sync.worker import WorkerNotStarted
 
 from .guard import DuplicateServer, Guard, load_server_uuid
 from .observe import PrimaryMetrics
@@ -189,7 +190,8 @@ class PrimaryServer:
 
 
 def run(config: PrimaryConfig) -> int:
-    """`siteserver primary run`: serve until SIGTERM/SIGINT; exit 3 on a duplicate server.uuid."""
+    """`siteserver primary run`: serve until SIGTERM/SIGINT; exit 3 on a duplicate server.uuid,
+    1 when the merge worker cannot start."""
     log_config = logs.setup(config.log_level, config.log_format, role="primary")
     server = PrimaryServer(config)
     try:
@@ -199,6 +201,10 @@ def run(config: PrimaryConfig) -> int:
         server.hashing.shutdown(wait=False)
         server.db.close()
         return EXIT_DUPLICATE_UUID
+    except WorkerNotStarted as e:
+        log.error("%s: not serving", e)
+        server.stop()  # the lease handed back
+        return 1
     log.info(
         "primary %s listening on %s (guard %s, data_dir %s)",
         server.server_uuid,

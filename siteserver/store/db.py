@@ -169,6 +169,11 @@ class Database:
         """A check run first in every fenced write transaction (the HA epoch); it raises to refuse."""
         self._fence = fence
 
+    def fence(self, conn: sqlite_utils.Database) -> None:
+        """The fence, for work that writes through another connection (a `handoff`)."""
+        if self._fence is not None:
+            self._fence(conn)
+
     def close(self) -> None:
         if self._writer is not None:
             self._queue.put(None)
@@ -260,14 +265,14 @@ class Database:
     def write_sync(self, fn: Work[T], *, fenced: bool = True, timeout: float | None = None) -> T:
         return self.submit(fn, fenced=fenced).result(timeout=timeout)
 
-    async def handoff(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the writer thread between two of its transactions: for writes another
-        process makes (the primary's merge worker). They take their turn with this process's
-        writes instead of racing them for SQLite's lock, where a busy wait can starve."""
+    async def handoff(self, fn: Work[T]) -> T:
+        """Run `fn` on the writer thread between two of its transactions, outside any: for writes
+        another process makes (the primary's merge worker). They take their turn with this
+        process's writes instead of racing them for SQLite's lock, where a busy wait can starve."""
         if self._writer is None:
             raise RuntimeError("database is not open")
         fut: Future[T] = Future()
-        self._queue.put(_Job(lambda _conn: fn(), fut, fenced=False, handoff=True))
+        self._queue.put(_Job(fn, fut, fenced=False, handoff=True))
         return await asyncio.wrap_future(fut)
 
     def _write_loop(self) -> None:
