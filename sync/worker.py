@@ -2,13 +2,13 @@
 uploads (`sync.apply.apply_entries`), so that a storm of merges does not hold the interpreter
 lock the devices' logins need (one GIL per process).
 
-The primary hands it every upload waiting at that moment from its writer thread
-(`Database.handoff`): the primary's own writes wait their turn meanwhile instead of racing the
-worker for SQLite's lock. The worker applies them on its own connection, one write transaction
-for the lot with a savepoint each (the group commit of `store.db`), fenced by the lease at the
-epoch the primary holds, and answers only after COMMIT. A worker that dies, or does not answer
-within ANSWER_SECS, is (killed and) started again; the uploads it had are answered 503 and the
-sites send them again (a txn_id is applied once).
+The primary hands it the uploads waiting at that moment (MAX_HANDOFF at most) from its writer
+thread (`Database.handoff`), once its guard's fence holds: the primary's own writes wait their
+turn meanwhile instead of racing the worker for SQLite's lock. The worker applies them on its
+own connection, one write transaction for the lot with a savepoint each (the group commit of
+`store.db`), fenced by the lease at the epoch the primary holds, and answers only after COMMIT.
+A worker that dies, or does not answer within ANSWER_SECS, is (killed and) started again; the
+uploads it had are answered 503 and the sites send them again (a txn_id is applied once).
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ ANSWER_SECS = 10.0
 MAX_HANDOFF = 10
 #: how long a new worker may take to open the database and say it is ready
 READY_SECS = 30.0
-#: validation errors kept per upload: the 422's detail names the first ten
+#: validation errors sent back per upload (a body of 5000 bad entries is not 5000 errors);
+#: the 422 names the first ten
 MAX_ERRORS = 20
-REPLACED = "this application server was replaced by another active member"
 STOPPED = "the primary's merge worker stopped before it answered: send again"
 
 
@@ -248,7 +248,7 @@ def merge_uploads(
 
     def fence(conn: Any) -> None:
         if not lease.read_lease(conn).held_by(server_uuid, epoch):
-            raise NotActive(REPLACED)
+            raise NotActive(lease.REPLACED)
 
     db.set_fence(fence)
     parsed = [_parse(body) for _, body in uploads]

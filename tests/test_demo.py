@@ -13,37 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.procs import children_of, processes
+
 
 def demo(*args: str) -> list[str]:
     return [sys.executable, "-m", "siteserver", "demo", *args]
-
-
-def processes() -> dict[int, tuple[int, str]]:
-    """Every live process (zombies excluded): its parent and its command line, from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:  # a process may end while it is read
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if state != "Z":
-            found[int(entry.name)] = (int(ppid), cmdline)
-    return found
-
-
-def children_of(pid: int) -> set[int]:
-    """Every live descendant of `pid`."""
-    parents = {p: ppid for p, (ppid, _) in processes().items()}
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - found
-        found |= frontier
-    return found
 
 
 def test_demo_check_tells_the_outage_story_and_the_books_agree(tmp_path: Path) -> None:

@@ -25,23 +25,8 @@ from sync import wire
 from sync.worker import MergeWorker, WorkerNotStarted, merge_uploads
 from tests.kit.journal import JOURNAL, add_payers, balances, entry
 from tests.kit.primary import Primary, start_primary
+from tests.kit.procs import alive, cpu_ticks, processes
 from tests.kit.site import EnrolledSite, enrolled_site
-
-
-def children(pid: int) -> list[int]:
-    """The live processes whose parent is `pid` (from /proc)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, ...
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(d.name))
-    return found
 
 
 def merge_worker(p: Primary) -> int:
@@ -50,28 +35,11 @@ def merge_worker(p: Primary) -> int:
     pid = p.process.proc.pid
 
     def workers() -> list[int]:
-        return [c for c in children(pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        return [c for c, (ppid, cmd) in processes().items() if ppid == pid and "spawn_main" in cmd]
 
     wait_until(lambda: len(workers()) == 1, 30, "the primary's merge worker")
     (worker,) = workers()
     return worker
-
-
-def cpu_ticks(pid: int) -> int:
-    """The CPU time a process has used, user and system, in clock ticks (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def upload(site: EnrolledSite, body: dict[str, Any]) -> httpx.Response:

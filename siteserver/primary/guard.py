@@ -133,7 +133,7 @@ class Guard:
         held = lease.read_lease(conn)
         if not held.held_by(self.server_uuid, self.epoch):
             self._step_down(f"fenced: epoch {self.epoch} was replaced by epoch {held.epoch} ({held.holder})")
-            raise NotActive("this application server was replaced by another active member")
+            raise NotActive(lease.REPLACED)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+#: why a member whose lease was taken over refuses to write
+REPLACED = "this application server was replaced by another active member"
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:
