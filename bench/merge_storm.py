@@ -73,6 +73,21 @@ def main() -> int:
         " and the WAN, and yield these two cores to the primary; 0, the default: they compete with"
         " it as equals)",
     )
+    ap.add_argument(
+        "--idle-sites",
+        action="store_true",
+        help="run the sites and the proxy under SCHED_IDLE: they take only the CPU the primary"
+        " leaves, and any wakeup of the primary's preempts them at once (the nearest these two"
+        " cores come to their being other machines; nice 19 still runs them a slice at a time)",
+    )
+    ap.add_argument(
+        "--sites-cpus",
+        type=_cpus,
+        default=None,
+        metavar="LIST",
+        help="run the sites and the proxy on these CPUs only (e.g. 1: they stand for other machines"
+        " and the WAN, and leave CPU 0 to the primary and wrk alone; default: anywhere)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the run's files")
     args = ap.parse_args()
     if wrk_missing():
@@ -107,6 +122,9 @@ def main() -> int:
         for site in sites:
             site.process.wait_listening(timeout=120)
             wait_bootstrapped(site, 300)
+        for p in [proxy.proc, *(s.process.proc for s in sites)]:  # every thread they have by now;
+            assert p is not None  # later ones inherit it
+            _confine(p.pid, args.sites_cpus, idle=args.idle_sites)
         proxy.set("refuse")
         wait_until(lambda: all(status(s)["mode"] == "offline" for s in sites), 60, "every site offline")
         expected: dict[str, int] = {}
@@ -161,6 +179,9 @@ def main() -> int:
         stop_server(primary, "primary")
         keep_or_remove(root, args.keep)
     total = args.sites * args.entries
+    cpus = "any CPU" if args.sites_cpus is None else "CPUs " + ",".join(map(str, sorted(args.sites_cpus)))
+    policy = "SCHED_IDLE" if args.idle_sites else f"nice {args.nice}"
+    print(f"sites and proxy: {policy}, on {cpus}")
     if drained_at:
         secs = drained_at[0] - up
         print(
@@ -183,6 +204,25 @@ def _renice(pid: int, nice: int) -> None:
     autogroup = Path(f"/proc/{pid}/autogroup")
     if autogroup.exists():
         autogroup.write_text(f"{nice}\n")
+
+
+def _cpus(text: str) -> set[int]:
+    cpus = {int(c) for c in text.split(",") if c.strip()}
+    if not cpus or not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"not CPUs of this machine: {text!r}")
+    return cpus
+
+
+def _confine(pid: int, cpus: set[int] | None, *, idle: bool) -> None:
+    """Every thread of the process on these CPUs only (None: any), under SCHED_IDLE if `idle`."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if cpus is not None:
+                os.sched_setaffinity(int(task.name), cpus)
+            if idle:
+                os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
+        except (ProcessLookupError, FileNotFoundError):  # a thread that ended meanwhile
+            pass
 
 
 def _count(log: Path, what: str) -> int:

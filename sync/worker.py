@@ -7,8 +7,13 @@ thread (`Database.handoff`), once its guard's fence holds: the primary's own wri
 turn meanwhile instead of racing the worker for SQLite's lock. The worker applies them on its
 own connection, one write transaction for the lot with a savepoint each (the group commit of
 `store.db`), fenced by the lease at the epoch the primary holds, and answers only after COMMIT.
-A worker that dies, or does not answer within ANSWER_SECS, is (killed and) started again; the
-uploads it had are answered 503 and the sites send them again (a txn_id is applied once).
+A worker that dies, or shows no sign of life for ANSWER_SECS (it says it is at work every
+BEAT_SECS), is (killed and) started again; the uploads it had are answered 503 and the sites send
+them again (a txn_id is applied once).
+
+Bodies and answers cross the pipe as raw bytes, never pickled: pickling a handoff's megabytes is
+one C call that holds the primary's interpreter lock for milliseconds, and the devices' logins
+wait for it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -44,10 +50,14 @@ READY = "ready"
 Kind = Literal["merged", "invalid", "fenced", "stopped", "locked", "failed"]
 #: what became of one upload: its encoded MergeOut, its validation errors, or why not
 Outcome = tuple[Kind, Any]
-#: how long the worker may take over one handoff before it is taken for stuck (frozen, or
-#: waiting on a lock that never comes), killed and started again: a handoff of MAX_HANDOFF
-#: uploads applies in seconds, and the guard's lease renewals wait behind it
+#: how long the worker may show no sign of life before it is taken for stuck (frozen, or a send
+#: that never ends), killed and started again; a slow handoff (a busy machine, a lock waited
+#: for up to SQLite's busy timeout) is not stuck: it says so every BEAT_SECS
 ANSWER_SECS = 10.0
+#: how often a worker at work says so
+BEAT_SECS = 1.0
+#: what it says
+BEAT = "working"
 #: uploads handed over at once at most (the rest go with the next handoff)
 MAX_HANDOFF = 10
 #: how long a new worker may take to open the database and say it is ready
@@ -176,21 +186,24 @@ class MergeWorker:
             self._restart("it was not running")
         if self._conn is None:
             return [("stopped", STOPPED)] * len(uploads)
+        conn = self._conn
         # A stuck worker blocks the send (a full pipe) or the answer: killed, it unblocks both.
-        stuck = threading.Event()
-        watchdog = threading.Timer(self.answer_secs, _kill, args=(self._process, stuck))
-        watchdog.start()
+        watchdog = _Watchdog(self._process, self.answer_secs)
         try:
-            self._conn.send((self.epoch_of(), [(u.site_id, u.body) for u in uploads]))
-            outcomes: list[Outcome] = self._conn.recv()
-            return outcomes
+            conn.send((self.epoch_of(), [u.site_id for u in uploads]))
+            for u in uploads:
+                conn.send_bytes(u.body)
+            while (said := conn.recv()) == BEAT:
+                watchdog.pet()
+            kinds: list[Outcome] = said
+            return [(k, conn.recv_bytes()) if k == "merged" else (k, v) for k, v in kinds]
         except (EOFError, OSError) as e:
-            why = f"no answer within {self.answer_secs:g} s" if stuck.is_set() else type(e).__name__
+            why = f"no sign of life for {self.answer_secs:g} s" if watchdog.fired else type(e).__name__
             log.error("the merge worker stopped (%s) before it answered %d upload(s)", why, len(uploads))
             self._restart(why)
             return [("stopped", STOPPED)] * len(uploads)
         finally:
-            watchdog.cancel()
+            watchdog.stop()
 
     def _restart(self, why: str) -> None:
         """A new worker for the next handoff (what the old one did is committed or not: a txn_id
@@ -205,10 +218,29 @@ class MergeWorker:
             log.exception("the merge worker could not start; the next upload tries again")
 
 
-def _kill(process: BaseProcess | None, stuck: threading.Event) -> None:
-    stuck.set()
-    if process is not None:
-        process.kill()
+class _Watchdog:
+    """Kills the worker once it has shown no sign of life for `secs` (`pet` is a sign)."""
+
+    def __init__(self, process: BaseProcess | None, secs: float) -> None:
+        self.process, self.secs = process, secs
+        self.fired = False
+        self._deadline = time.monotonic() + secs
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, name="merge-watchdog", daemon=True).start()
+
+    def pet(self) -> None:
+        self._deadline = time.monotonic() + self.secs
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(max(self._deadline - time.monotonic(), 0.0)):
+            if time.monotonic() >= self._deadline:
+                self.fired = True
+                if self.process is not None:
+                    self.process.kill()
+                return
 
 
 # -- the worker process ----------------------------------------------------------------------
@@ -225,16 +257,20 @@ def serve(conn: Connection, database: str, server_uuid: str) -> None:
         conn.send(READY)
         while True:
             try:
-                epoch, uploads = conn.recv()
+                epoch, sites = conn.recv()
+                uploads = [(site_id, conn.recv_bytes()) for site_id in sites]
             except EOFError:
                 return
             try:
-                outcomes = merge_uploads(db, server_uuid, epoch, uploads)
+                outcomes = merge_uploads(db, server_uuid, epoch, uploads, beat=partial(conn.send, BEAT))
             except Exception as e:  # a bug: said for each upload, the worker goes on
                 log.exception("the merge worker could not merge %d upload(s)", len(uploads))
                 outcomes = [("failed", f"{type(e).__name__}: {e}")] * len(uploads)
-            try:
-                conn.send(outcomes)
+            try:  # the kinds, then each merged upload's answer as it is
+                conn.send([(k, None) if k == "merged" else (k, v) for k, v in outcomes])
+                for kind, answer in outcomes:
+                    if kind == "merged":
+                        conn.send_bytes(answer)
             except OSError:
                 return
     finally:
@@ -242,16 +278,25 @@ def serve(conn: Connection, database: str, server_uuid: str) -> None:
 
 
 def merge_uploads(
-    db: Database, server_uuid: str, epoch: int, uploads: Sequence[tuple[str, bytes]]
+    db: Database,
+    server_uuid: str,
+    epoch: int,
+    uploads: Sequence[tuple[str, bytes]],
+    *,
+    beat: Callable[[], object] = lambda: None,
 ) -> list[Outcome]:
-    """Parse each upload, apply them together, answer each once all are committed."""
+    """Parse each upload, apply them together, answer each once all are committed; `beat` is
+    called at least every BEAT_SECS meanwhile."""
 
     def fence(conn: Any) -> None:
         if not lease.read_lease(conn).held_by(server_uuid, epoch):
             raise NotActive(lease.REPLACED)
 
     db.set_fence(fence)
-    parsed = [_parse(body) for _, body in uploads]
+    parsed = []
+    for _, body in uploads:
+        parsed.append(_parse(body))
+        beat()
     applying = [
         db.submit(partial(apply_entries, site_id=site_id, entries=m.entries, epoch=epoch))
         if isinstance(m, wire.MergeIn)
@@ -264,7 +309,7 @@ def merge_uploads(
             outcomes.append(("invalid", m))
             continue
         try:
-            outcomes.append(("merged", future.result().model_dump_json().encode()))
+            outcomes.append(("merged", _result(future, beat).model_dump_json().encode()))
         except NotActive as e:
             outcomes.append(("fenced", e.detail))
         except Exception as e:
@@ -273,6 +318,15 @@ def merge_uploads(
             else:  # the primary logs it as the bug it is
                 outcomes.append(("failed", f"{type(e).__name__}: {e}"))
     return outcomes
+
+
+def _result(future: Future[wire.MergeOut], beat: Callable[[], object]) -> wire.MergeOut:
+    """The future's result, beating while it is not there yet."""
+    while True:
+        try:
+            return future.result(timeout=BEAT_SECS)
+        except TimeoutError:
+            beat()
 
 
 def _parse(body: bytes) -> wire.MergeIn | list[dict[str, Any]]:

@@ -20,9 +20,10 @@ import pytest
 from siteserver.domain import NotActive, Unavailable
 from siteserver.launch import wait_until
 from siteserver.store import Database, lease, ledger
+from siteserver.store.db import BUSY_TIMEOUT_MS
 from siteserver.timeutil import now_iso
 from sync import wire
-from sync.worker import MergeWorker, WorkerNotStarted, merge_uploads
+from sync.worker import BEAT_SECS, MergeWorker, WorkerNotStarted, merge_uploads
 from tests.kit.journal import JOURNAL, add_payers, balances, entry
 from tests.kit.primary import Primary, start_primary
 from tests.kit.procs import alive, cpu_ticks, processes
@@ -167,6 +168,40 @@ def test_a_frozen_worker_is_killed_after_its_answer_time_and_the_upload_lands_on
         worker.stop()
     applied = fresh_db.read_sync(lambda c: ledger.applications(c, [e["txn_id"] for e in charges]))
     assert len(applied) == len({a.txn_id for a in applied}) == wire.MAX_JOURNAL_ENTRIES
+
+
+def test_a_slow_worker_that_says_it_is_at_work_is_not_killed(fresh_db: Database) -> None:
+    """Slow is not stuck: a worker waiting its turn for SQLite's write lock (here held by another
+    connection for longer than the answer time, shorter than the busy timeout; in the field a busy
+    machine) beats, keeps its pid, and its upload is merged, not answered 503."""
+    epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
+    assert BUSY_TIMEOUT_MS / 1000 > 4.0 > 2.5 > BEAT_SECS
+    worker = MergeWorker(fresh_db, "member-a", lambda: epoch, answer_secs=2.5)
+    worker.start()
+    held, released = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        holder = sqlite3.connect(fresh_db.path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            held.set()
+            released.wait(4.0)
+        finally:
+            holder.close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert held.wait(10)
+        pid = worker.pid
+        charge = entry("user:alice", 5)
+        answer = asyncio.run(worker.merge("s1", json.dumps({"entries": [charge]}).encode()))
+        assert wire.MergeOut.model_validate_json(answer).results[0].status == "applied_with_conflict"
+        assert worker.pid == pid
+    finally:
+        released.set()
+        holder.join()
+        worker.stop()
 
 
 def test_an_upload_that_waits_out_the_busy_timeout_is_answered_unavailable(fresh_db: Database) -> None:
