@@ -7,9 +7,9 @@ thread (`Database.handoff`), once its guard's fence holds: the primary's own wri
 turn meanwhile instead of racing the worker for SQLite's lock. The worker applies them on its
 own connection, one write transaction for the lot with a savepoint each (the group commit of
 `store.db`), fenced by the lease at the epoch the primary holds, and answers only after COMMIT.
-A worker that dies, or shows no sign of life for ANSWER_SECS (it says it is at work every
-BEAT_SECS), is (killed and) started again; the uploads it had are answered 503 and the sites send
-them again (a txn_id is applied once).
+A worker that dies, shows no sign of life for ANSWER_SECS (it says it is at work every
+BEAT_SECS), or takes longer than HANDOFF_SECS in all, is (killed and) started again; the
+uploads it had are answered 503 and the sites send them again (a txn_id is applied once).
 
 Bodies and answers cross the pipe as raw bytes, never pickled: pickling a handoff's megabytes is
 one C call that holds the primary's interpreter lock for milliseconds, and the devices' logins
@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection
@@ -56,6 +56,9 @@ Outcome = tuple[Kind, Any]
 ANSWER_SECS = 10.0
 #: how often a worker at work says so
 BEAT_SECS = 1.0
+#: the longest a handoff may take in all, signs of life or not (a commit that never ends): the
+#: guard's lease renewals wait behind it, and the default fail-over interval is 30 s
+HANDOFF_SECS = 20.0
 #: what it says
 BEAT = "working"
 #: uploads handed over at once at most (the rest go with the next handoff)
@@ -83,12 +86,19 @@ class MergeWorker:
     """The primary's side: starts the worker, hands it uploads, turns outcomes into answers."""
 
     def __init__(
-        self, db: Database, server_uuid: str, epoch_of: Callable[[], int], *, answer_secs: float = ANSWER_SECS
+        self,
+        db: Database,
+        server_uuid: str,
+        epoch_of: Callable[[], int],
+        *,
+        answer_secs: float = ANSWER_SECS,
+        handoff_secs: float = HANDOFF_SECS,
     ) -> None:
         self.db = db
         self.server_uuid = server_uuid
         self.epoch_of = epoch_of
         self.answer_secs = answer_secs
+        self.handoff_secs = handoff_secs
         self._pending: list[_Upload] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -186,24 +196,32 @@ class MergeWorker:
             self._restart("it was not running")
         if self._conn is None:
             return [("stopped", STOPPED)] * len(uploads)
-        conn = self._conn
+        conn, epoch = self._conn, self.epoch_of()
         # A stuck worker blocks the send (a full pipe) or the answer: killed, it unblocks both.
-        watchdog = _Watchdog(self._process, self.answer_secs)
+        watchdog = _Watchdog(self._process, self.answer_secs, self.handoff_secs)
         try:
-            conn.send((self.epoch_of(), [u.site_id for u in uploads]))
-            for u in uploads:
-                conn.send_bytes(u.body)
-            while (said := conn.recv()) == BEAT:
-                watchdog.pet()
-            kinds: list[Outcome] = said
-            return [(k, conn.recv_bytes()) if k == "merged" else (k, v) for k, v in kinds]
-        except (EOFError, OSError) as e:
-            why = f"no sign of life for {self.answer_secs:g} s" if watchdog.fired else type(e).__name__
+            try:
+                conn.send((epoch, [u.site_id for u in uploads]))
+                for u in uploads:
+                    conn.send_bytes(u.body)
+                    watchdog.pet()
+                while (said := conn.recv()) == BEAT:
+                    watchdog.pet()
+                kinds: list[Outcome] = said
+                if len(kinds) != len(uploads):
+                    raise RuntimeError(f"{len(kinds)} outcomes for {len(uploads)} uploads")
+                outcomes: list[Outcome] = []
+                for kind, value in kinds:
+                    outcomes.append((kind, conn.recv_bytes()) if kind == "merged" else (kind, value))
+                    watchdog.pet()
+                return outcomes
+            finally:
+                watchdog.stop()
+        except Exception as e:  # whatever it was, the pipe is out of step: a new worker, a new pipe
+            why = watchdog.why or f"{type(e).__name__}: {e}"
             log.error("the merge worker stopped (%s) before it answered %d upload(s)", why, len(uploads))
             self._restart(why)
             return [("stopped", STOPPED)] * len(uploads)
-        finally:
-            watchdog.stop()
 
     def _restart(self, why: str) -> None:
         """A new worker for the next handoff (what the old one did is committed or not: a txn_id
@@ -219,25 +237,34 @@ class MergeWorker:
 
 
 class _Watchdog:
-    """Kills the worker once it has shown no sign of life for `secs` (`pet` is a sign)."""
+    """Kills the worker once it has shown no sign of life for `secs` (`pet` is a sign), or once
+    `limit` s have passed in all; `why` says which."""
 
-    def __init__(self, process: BaseProcess | None, secs: float) -> None:
-        self.process, self.secs = process, secs
-        self.fired = False
-        self._deadline = time.monotonic() + secs
+    def __init__(self, process: BaseProcess | None, secs: float, limit: float) -> None:
+        self.process, self.secs, self.limit = process, secs, limit
+        self.why: str | None = None
+        now = time.monotonic()
+        self._end = now + limit
+        self._deadline = min(now + secs, self._end)
+        self._lock = threading.Lock()  # stop() and the kill: one or the other
         self._done = threading.Event()
         threading.Thread(target=self._watch, name="merge-watchdog", daemon=True).start()
 
     def pet(self) -> None:
-        self._deadline = time.monotonic() + self.secs
+        self._deadline = min(time.monotonic() + self.secs, self._end)
 
     def stop(self) -> None:
-        self._done.set()
+        with self._lock:
+            self._done.set()
 
     def _watch(self) -> None:
         while not self._done.wait(max(self._deadline - time.monotonic(), 0.0)):
-            if time.monotonic() >= self._deadline:
-                self.fired = True
+            with self._lock:
+                now = time.monotonic()
+                if self._done.is_set() or now < self._deadline:
+                    continue
+                quiet = f"no sign of life for {self.secs:g} s"
+                self.why = f"not done within {self.limit:g} s" if now >= self._end else quiet
                 if self.process is not None:
                     self.process.kill()
                 return
@@ -322,11 +349,9 @@ def merge_uploads(
 
 def _result(future: Future[wire.MergeOut], beat: Callable[[], object]) -> wire.MergeOut:
     """The future's result, beating while it is not there yet."""
-    while True:
-        try:
-            return future.result(timeout=BEAT_SECS)
-        except TimeoutError:
-            beat()
+    while not wait([future], BEAT_SECS).done:
+        beat()
+    return future.result()
 
 
 def _parse(body: bytes) -> wire.MergeIn | list[dict[str, Any]]:

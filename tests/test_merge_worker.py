@@ -5,12 +5,14 @@ sites' uploads. SIGKILLed in the middle of a merge it is started again, its uplo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,37 +172,75 @@ def test_a_frozen_worker_is_killed_after_its_answer_time_and_the_upload_lands_on
     assert len(applied) == len({a.txn_id for a in applied}) == wire.MAX_JOURNAL_ENTRIES
 
 
+@contextlib.contextmanager
+def write_lock_held(db: Database, secs: float) -> Iterator[None]:
+    """Another connection holds SQLite's write lock for `secs` (less than the busy timeout) from
+    when this enters, or until it leaves."""
+    assert secs < BUSY_TIMEOUT_MS / 1000
+    held, released = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holder = sqlite3.connect(db.path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            held.set()
+            released.wait(secs)
+        finally:
+            holder.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        released.set()
+        thread.join()
+
+
 def test_a_slow_worker_that_says_it_is_at_work_is_not_killed(fresh_db: Database) -> None:
     """Slow is not stuck: a worker waiting its turn for SQLite's write lock (here held by another
     connection for longer than the answer time, shorter than the busy timeout; in the field a busy
     machine) beats, keeps its pid, and its upload is merged, not answered 503."""
     epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
-    assert BUSY_TIMEOUT_MS / 1000 > 4.0 > 2.5 > BEAT_SECS
     worker = MergeWorker(fresh_db, "member-a", lambda: epoch, answer_secs=2.5)
+    assert worker.answer_secs > 2 * BEAT_SECS
     worker.start()
-    held, released = threading.Event(), threading.Event()
-
-    def hold_the_lock() -> None:
-        holder = sqlite3.connect(fresh_db.path, isolation_level=None)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
-            held.set()
-            released.wait(4.0)
-        finally:
-            holder.close()
-
-    holder = threading.Thread(target=hold_the_lock)
-    holder.start()
     try:
-        assert held.wait(10)
-        pid = worker.pid
-        charge = entry("user:alice", 5)
-        answer = asyncio.run(worker.merge("s1", json.dumps({"entries": [charge]}).encode()))
+        with write_lock_held(fresh_db, 4.0):
+            pid = worker.pid
+            charge = entry("user:alice", 5)
+            started = time.monotonic()
+            answer = asyncio.run(worker.merge("s1", json.dumps({"entries": [charge]}).encode()))
+            assert time.monotonic() - started > worker.answer_secs  # it did wait past its answer time
         assert wire.MergeOut.model_validate_json(answer).results[0].status == "applied_with_conflict"
         assert worker.pid == pid
     finally:
-        released.set()
-        holder.join()
+        worker.stop()
+
+
+def test_a_handoff_past_its_time_in_all_is_killed_even_while_the_worker_beats(
+    fresh_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that beats but never finishes (a commit that never ends) must not hold the
+    primary's writer thread, and the guard's lease renewals behind it, for ever: past
+    `handoff_secs` in all it is killed and started again, and the upload sent again lands once."""
+    epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
+    worker = MergeWorker(fresh_db, "member-a", lambda: epoch, answer_secs=2.5, handoff_secs=3.0)
+    worker.start()
+    charge = entry("user:alice", 5)
+    body = json.dumps({"entries": [charge]}).encode()
+    try:
+        with write_lock_held(fresh_db, 4.5):
+            beating = worker.pid
+            with pytest.raises(Unavailable, match="merge worker"):
+                asyncio.run(worker.merge("s1", body))
+        assert "not done within 3 s" in caplog.text
+        assert worker.pid != beating and beating is not None and not alive(beating)
+        for expected in ("applied_with_conflict", "duplicate"):
+            out = wire.MergeOut.model_validate_json(asyncio.run(worker.merge("s1", body)))
+            assert [r.status for r in out.results] == [expected]
+    finally:
         worker.stop()
 
 
