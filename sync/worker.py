@@ -200,28 +200,15 @@ class MergeWorker:
         # A stuck worker blocks the send (a full pipe) or the answer: killed, it unblocks both.
         watchdog = _Watchdog(self._process, self.answer_secs, self.handoff_secs)
         try:
-            try:
-                conn.send((epoch, [u.site_id for u in uploads]))
-                for u in uploads:
-                    conn.send_bytes(u.body)
-                    watchdog.pet()
-                while (said := conn.recv()) == BEAT:
-                    watchdog.pet()
-                kinds: list[Outcome] = said
-                if len(kinds) != len(uploads):
-                    raise RuntimeError(f"{len(kinds)} outcomes for {len(uploads)} uploads")
-                outcomes: list[Outcome] = []
-                for kind, value in kinds:
-                    outcomes.append((kind, conn.recv_bytes()) if kind == "merged" else (kind, value))
-                    watchdog.pet()
-                return outcomes
-            finally:
-                watchdog.stop()
+            return _exchange(conn, epoch, uploads, watchdog.pet)
         except Exception as e:  # whatever it was, the pipe is out of step: a new worker, a new pipe
-            why = watchdog.why or f"{type(e).__name__}: {e}"
-            log.error("the merge worker stopped (%s) before it answered %d upload(s)", why, len(uploads))
-            self._restart(why)
-            return [("stopped", STOPPED)] * len(uploads)
+            failure = e
+        finally:
+            watchdog.stop()
+        why = watchdog.why or f"{type(failure).__name__}: {failure}"
+        log.error("the merge worker stopped (%s) before it answered %d upload(s)", why, len(uploads))
+        self._restart(why)
+        return [("stopped", STOPPED)] * len(uploads)
 
     def _restart(self, why: str) -> None:
         """A new worker for the next handoff (what the old one did is committed or not: a txn_id
@@ -234,6 +221,27 @@ class MergeWorker:
             self.start()
         except WorkerNotStarted:
             log.exception("the merge worker could not start; the next upload tries again")
+
+
+def _exchange(
+    conn: Connection, epoch: int, uploads: Sequence[_Upload], alive: Callable[[], None]
+) -> list[Outcome]:
+    """One handoff over the pipe: the epoch and site ids, each body; then the worker's beats, the
+    kinds, and each merged upload's answer (`serve`'s side). `alive` is told of every step."""
+    conn.send((epoch, [u.site_id for u in uploads]))
+    for u in uploads:
+        conn.send_bytes(u.body)
+        alive()
+    while (said := conn.recv()) == BEAT:
+        alive()
+    kinds: list[Outcome] = said
+    if len(kinds) != len(uploads):
+        raise RuntimeError(f"{len(kinds)} outcomes for {len(uploads)} uploads")
+    outcomes: list[Outcome] = []
+    for kind, value in kinds:
+        outcomes.append((kind, conn.recv_bytes()) if kind == "merged" else (kind, value))
+        alive()
+    return outcomes
 
 
 class _Watchdog:
@@ -290,6 +298,8 @@ def serve(conn: Connection, database: str, server_uuid: str) -> None:
                 return
             try:
                 outcomes = merge_uploads(db, server_uuid, epoch, uploads, beat=partial(conn.send, BEAT))
+            except OSError:  # a beat found the pipe closed: the primary is gone
+                return
             except Exception as e:  # a bug: said for each upload, the worker goes on
                 log.exception("the merge worker could not merge %d upload(s)", len(uploads))
                 outcomes = [("failed", f"{type(e).__name__}: {e}")] * len(uploads)

@@ -8,7 +8,6 @@ that a slow machine does not fail them, only a guard that waits for the wrong th
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
 import sqlite3
@@ -22,6 +21,7 @@ import pytest
 
 from siteserver.launch import health_url
 from siteserver.primary.guard import LOCKED_WHY
+from tests.kit.locks import write_lock
 from tests.kit.primary import PAIR_INTERVAL, Pair, Primary, new_id
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails its own test, not the whole run
@@ -75,19 +75,6 @@ def notable_log(p: Primary) -> str:
     """The member's log without the access lines (the health polling buries the guard's lines)."""
     lines = p.process.log_path.read_text(errors="replace").splitlines()
     return "\n".join([line for line in lines if "uvicorn.access" not in line][-30:])
-
-
-@contextlib.contextmanager
-def write_lock(database: Path, wait: float = 1.0) -> Iterator[sqlite3.Connection]:
-    """Hold the database's write lock from this process, as a member frozen mid-write would;
-    waits up to `wait` for the members' own short transactions."""
-    conn = sqlite3.connect(database, timeout=wait, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        yield conn
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
 
 
 def freeze_between_writes(p: Primary, database: Path) -> None:

@@ -5,14 +5,11 @@ sites' uploads. SIGKILLed in the middle of a merge it is started again, its uplo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from siteserver.timeutil import now_iso
 from sync import wire
 from sync.worker import BEAT_SECS, MergeWorker, WorkerNotStarted, merge_uploads
 from tests.kit.journal import JOURNAL, add_payers, balances, entry
+from tests.kit.locks import write_lock, write_lock_for
 from tests.kit.primary import Primary, start_primary
 from tests.kit.procs import alive, cpu_ticks, processes
 from tests.kit.site import EnrolledSite, enrolled_site
@@ -172,42 +170,16 @@ def test_a_frozen_worker_is_killed_after_its_answer_time_and_the_upload_lands_on
     assert len(applied) == len({a.txn_id for a in applied}) == wire.MAX_JOURNAL_ENTRIES
 
 
-@contextlib.contextmanager
-def write_lock_held(db: Database, secs: float) -> Iterator[None]:
-    """Another connection holds SQLite's write lock for `secs` (less than the busy timeout) from
-    when this enters, or until it leaves."""
-    assert secs < BUSY_TIMEOUT_MS / 1000
-    held, released = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        holder = sqlite3.connect(db.path, isolation_level=None)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
-            held.set()
-            released.wait(secs)
-        finally:
-            holder.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert held.wait(10)
-        yield
-    finally:
-        released.set()
-        thread.join()
-
-
 def test_a_slow_worker_that_says_it_is_at_work_is_not_killed(fresh_db: Database) -> None:
     """Slow is not stuck: a worker waiting its turn for SQLite's write lock (here held by another
     connection for longer than the answer time, shorter than the busy timeout; in the field a busy
     machine) beats, keeps its pid, and its upload is merged, not answered 503."""
     epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
     worker = MergeWorker(fresh_db, "member-a", lambda: epoch, answer_secs=2.5)
-    assert worker.answer_secs > 2 * BEAT_SECS
+    assert BUSY_TIMEOUT_MS / 1000 > 4.0 and worker.answer_secs > 2 * BEAT_SECS
     worker.start()
     try:
-        with write_lock_held(fresh_db, 4.0):
+        with write_lock_for(fresh_db.path, 4.0):
             pid = worker.pid
             charge = entry("user:alice", 5)
             started = time.monotonic()
@@ -227,11 +199,12 @@ def test_a_handoff_past_its_time_in_all_is_killed_even_while_the_worker_beats(
     `handoff_secs` in all it is killed and started again, and the upload sent again lands once."""
     epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
     worker = MergeWorker(fresh_db, "member-a", lambda: epoch, answer_secs=2.5, handoff_secs=3.0)
+    assert BUSY_TIMEOUT_MS / 1000 > 4.5  # without the cap, the lock comes and the upload merges
     worker.start()
     charge = entry("user:alice", 5)
     body = json.dumps({"entries": [charge]}).encode()
     try:
-        with write_lock_held(fresh_db, 4.5):
+        with write_lock_for(fresh_db.path, 4.5):
             beating = worker.pid
             with pytest.raises(Unavailable, match="merge worker"):
                 asyncio.run(worker.merge("s1", body))
@@ -249,13 +222,9 @@ def test_an_upload_that_waits_out_the_busy_timeout_is_answered_unavailable(fresh
     transaction) is a moment to send again, not a bug: outcome "locked", the route's 503."""
     epoch = fresh_db.write_sync(lambda c: lease.take_lease(c, "member-a", now_iso()), fenced=False)
     body = json.dumps({"entries": [entry("user:alice", 5)]}).encode()
-    holder = sqlite3.connect(fresh_db.path, isolation_level=None)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
+    with write_lock(fresh_db.path):
         ((kind, detail),) = merge_uploads(fresh_db, "member-a", epoch, [("s1", body)])
         assert kind == "locked" and "send again" in detail
-    finally:
-        holder.close()
     ((kind, _),) = merge_uploads(fresh_db, "member-a", epoch, [("s1", body)])
     assert kind == "merged"
 
