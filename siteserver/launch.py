@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,18 +19,35 @@ from typing import IO, Any
 
 import httpx
 
+#: where free_port looks first: below Linux's ephemeral range (32768-60999 by default), so a port
+#: it picks is not handed to some outgoing connection before its server binds it
+LISTEN_PORTS = range(20_000, 32_768)
+
 
 def free_port(preferred: int | None = None) -> int:
-    if preferred:
+    """A loopback port nothing listens on: `preferred` if it is free, else a random one outside
+    the kernel's ephemeral range (a port bind(0) gives may be taken by a client's connection
+    between this check and the server's bind), else whatever bind(0) gives."""
+    ports = range(LISTEN_PORTS.start, min(LISTEN_PORTS.stop, ephemeral_start()))
+    candidates = ([preferred] if preferred else []) + random.sample(ports, k=min(20, len(ports)))
+    for port in candidates:
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", preferred))
-                return preferred
+                s.bind(("127.0.0.1", port))
+                return port
             except OSError:
-                pass
+                continue
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range, where its outgoing connections get theirs."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LISTEN_PORTS.stop  # not Linux: the range is an assumption, bind still checks
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> float:
