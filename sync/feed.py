@@ -66,15 +66,15 @@ class Feed:
             if remaining <= 0 or serving.stopping.is_set():
                 break
             await asyncio.sleep(min(POLL_SECS, remaining))
-            # The poll is one cheap statement on the shared reader; a page gets its own connection.
-            if await self.db.read(feed.max_seq, snapshot=False) > after:
+            # The poll is one cheap statement, read here (`read_now`); a page gets its own connection.
+            if self.db.read_now(feed.max_seq) > after:
                 page = await self._page(after, limit, home)
         return page
 
     async def _page(self, after: int, limit: int, home: str | None) -> Page:
         """The page, read once for every site asking the same while the log has not moved (a
         page read a little later than asked is as good: it holds what was asked, or more)."""
-        key = (after, limit, home, await self.db.read(feed.max_seq, snapshot=False))
+        key = (after, limit, home, self.db.read_now(feed.max_seq))
         shared = self._shared.get(key)
         if shared is None or (shared.done() and shared.exception() is not None):
             shared = asyncio.ensure_future(asyncio.to_thread(_read_page, self.db.path, after, limit, home))

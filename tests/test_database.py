@@ -128,6 +128,31 @@ def test_async_write_and_read(db: Database) -> None:
     assert n == 30
 
 
+def test_read_now_runs_on_the_callers_thread_and_sees_what_was_committed(db: Database) -> None:
+    """`read_now` answers on the calling thread (no hop to the reader), on a read-only connection
+    of that thread's own, and sees every committed write; once the database is closed it refuses."""
+    count = lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]  # noqa: E731
+    db.write_sync(insert("a"))
+    seen: dict[str, tuple[str, int]] = {}
+
+    def on(name: str) -> None:
+        seen[name] = (threading.current_thread().name, db.read_now(count))
+
+    threads = [threading.Thread(target=on, args=(f"device-{i}",), name=f"device-{i}") for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert seen == {"device-0": ("device-0", 1), "device-1": ("device-1", 1)}
+    db.write_sync(insert("b"))
+    assert db.read_now(count) == 2  # the thread's connection is kept, and not a stale snapshot
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.read_now(insert("c"))
+    db.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        db.read_now(count)
+
+
 def test_failing_write_raises_and_leaves_nothing(db: Database) -> None:
     def fails(c: sqlite_utils.Database) -> None:
         c.execute("INSERT INTO t (v) VALUES ('ghost')")

@@ -124,8 +124,8 @@ class DeviceDesk:
                 "password logins are not allowed while the site is offline; use a card, PIN or ID number"
             )
         # No transaction around it: the balance is one statement on both roles (a site's effective
-        # balance included), so it is consistent by itself.
-        user, shared, balance = await self.db.read(lookup, snapshot=False)
+        # balance included), so it is consistent by itself; and no thread hop (`read_now`).
+        user, shared, balance = self.db.read_now(lookup)
         secret = body.password if body.password is not None else body.pin
         # A secret login guesses at a user: one budget for the user, whichever path names them,
         # and one for what was typed, so an unknown name locks exactly like a known one.

@@ -10,6 +10,8 @@ are handed to it from the writer thread (`handoff`), so they queue with this pro
 Reads run on one reader thread that drains everything queued before it sleeps again and hands the
 batch of answers to the event loop in one wake-up. A thread hop per read costs more than the read
 itself under load (futures, wake-ups and the GIL passed back and forth); batching pays it once.
+The hottest one-statement reads (a card login, the feed's poll) skip the hop altogether:
+`read_now` runs them on the caller's thread, on a read-only connection of that thread's own.
 """
 
 from __future__ import annotations
@@ -140,6 +142,9 @@ class Database:
         self._writer: threading.Thread | None = None
         self._reads: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
+        self._own = threading.local()  # each thread's connection for `read_now`
+        self._owned: list[sqlite_utils.Database] = []
+        self._owned_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -183,6 +188,11 @@ class Database:
             self._reads.put(None)
             self._reader.join(timeout=10)
             self._reader = None
+        with self._owned_lock:
+            owned, self._owned = self._owned, []
+            self._own = threading.local()
+        for conn in owned:
+            conn.close()
         if self._writer_conn is not None:
             self._writer_conn.close()
             self._writer_conn = None
@@ -202,6 +212,22 @@ class Database:
         fut: Future[T] = Future()
         self._reads.put(_Read(fn, snapshot, fut, None))
         return fut.result()
+
+    def read_now(self, fn: Work[T]) -> T:
+        """Run `fn`, one short SQL statement (itself a snapshot), here and now on this thread's own
+        read-only connection: for the event loop's hottest reads (a card login). Passing a read to
+        the reader thread and its answer back costs two GIL handoffs, each up to a switch interval
+        (5 ms) while other threads are busy, as they are when sites merge; the statement itself
+        takes well under a millisecond, and a WAL reader never waits for a writer."""
+        conn: sqlite_utils.Database | None = getattr(self._own, "conn", None)
+        if conn is None:
+            if self._reader is None:
+                raise RuntimeError("database is not open")
+            conn = connect(self.path, readonly=True)
+            with self._owned_lock:
+                self._owned.append(conn)
+            self._own.conn = conn
+        return fn(conn)
 
     def _read_loop(self) -> None:
         conn = connect(self.path, readonly=True)

@@ -98,17 +98,26 @@ def _user_scope(conn: sqlite_utils.Database, seq: int, pk: list[Any], home: str)
     return changes
 
 
-def current_row(
-    conn: sqlite_utils.Database, table: str, pk: list[Any], home: str | None = None
-) -> dict[str, Any] | None:
-    """The row as it is now (None: deleted, or not one a home-scope site `home` gets)."""
+def current_rows(
+    conn: sqlite_utils.Database, table: str, pks: list[list[Any]], home: str | None = None
+) -> dict[tuple[Any, ...], dict[str, Any] | None]:
+    """The rows of these primary keys as they are now, in one statement: pk -> the row, or None
+    when a home-scope site `home` does not get it (someone else's personal account); a pk that
+    is absent is deleted."""
     cols = MIRRORED_TABLES[table]
-    where = " AND ".join(f"{c} = :k{i}" for i, c in enumerate(cols))
-    if home is not None and table in _HOME_ROWS:
-        where += f" AND {_HOME_ROWS[table]}"
-    params = {f"k{i}": v for i, v in enumerate(pk)} | {"site": home}
-    # table names come from MIRRORED_TABLES
-    return next(_rows(conn.execute(f"SELECT * FROM {table} WHERE {where}", params)), None)
+    keys = ", ".join(f"value ->> {i}" for i in range(len(cols)))
+    visible = _HOME_ROWS[table] if home is not None and table in _HOME_ROWS else "1"
+    # table names and filters come from MIRRORED_TABLES and _HOME_ROWS; the keys are one parameter
+    cur = conn.execute(
+        f"SELECT ({visible}) AS _visible, * FROM {table}"
+        f" WHERE ({_order(table)}) IN (SELECT {keys} FROM json_each(:pks))",
+        {"pks": json.dumps(pks), "site": home},
+    )
+    found: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+    for row in _rows(cur):
+        visible_row = row.pop("_visible")
+        found[tuple(row[c] for c in cols)] = row if visible_row else None
+    return found
 
 
 def changes_page(
@@ -119,33 +128,35 @@ def changes_page(
 
     Groups change_log by (tbl, pk), ordered by each group's largest seq, at most `limit` groups;
     `cursor` is the last group's largest seq (or `after`). `reset` when the log was pruned past
-    `after`: the caller must bootstrap from a snapshot again."""
+    `after`: the caller must bootstrap from a snapshot again. The rows are read table by table,
+    one statement each (a page of a merge's balances is a thousand accounts)."""
     if after < pruned_through(conn):
         return {"cursor": after, "reset": True, "changes": []}
-    groups = conn.execute(
-        "SELECT tbl, pk, MAX(seq) AS s FROM change_log WHERE seq > ? GROUP BY tbl, pk ORDER BY s LIMIT ?",
-        [after, limit],
-    ).fetchall()
+    groups = [
+        (tbl, json.loads(pk_text), seq)
+        for tbl, pk_text, seq in conn.execute(
+            "SELECT tbl, pk, MAX(seq) AS s FROM change_log WHERE seq > ? GROUP BY tbl, pk ORDER BY s LIMIT ?",
+            [after, limit],
+        ).fetchall()
+    ]
+    wanted: dict[str, list[list[Any]]] = {}
+    for tbl, pk, _ in groups:
+        if tbl in MIRRORED_TABLES and not (home is not None and tbl in _BY_MARKER):
+            wanted.setdefault(tbl, []).append(pk)
+    now = {tbl: current_rows(conn, tbl, pks, home) for tbl, pks in wanted.items()}
     changes: list[dict[str, Any]] = []
-    for tbl, pk_text, seq in groups:
-        pk = json.loads(pk_text)
+    for tbl, pk, seq in groups:
         if tbl == "user_scope" and home is not None:
             changes.extend(_user_scope(conn, seq, pk, home))
             continue
-        if tbl not in MIRRORED_TABLES:  # a marker, or a table no longer mirrored
+        if tbl not in now:  # a marker, a table no longer mirrored, or one the markers replace
             continue
-        if home is not None and tbl in _BY_MARKER:
-            continue
-        row = current_row(conn, tbl, pk, home)
-        if row is None and home is not None and tbl in _HOME_ROWS and _exists(conn, tbl, pk):
+        key = tuple(pk)
+        if key in now[tbl] and now[tbl][key] is None:
             continue  # someone else's personal account: not a deletion, and none of its business
-        changes.append({"seq": seq, "table": tbl, "pk": pk, "row": row})
+        changes.append({"seq": seq, "table": tbl, "pk": pk, "row": now[tbl].get(key)})
     cursor = groups[-1][2] if groups else after
     return {"cursor": cursor, "reset": False, "changes": changes}
-
-
-def _exists(conn: sqlite_utils.Database, table: str, pk: list[Any]) -> bool:
-    return current_row(conn, table, pk) is not None
 
 
 def prune(conn: sqlite_utils.Database, *, older_than: str, batch: int = PRUNE_BATCH) -> int:
@@ -174,7 +185,7 @@ def prune_cutoff(retention: timedelta = DEFAULT_RETENTION) -> str:
 __all__ = [
     "DEFAULT_RETENTION",
     "changes_page",
-    "current_row",
+    "current_rows",
     "max_seq",
     "prune",
     "prune_cutoff",
